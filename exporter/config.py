@@ -1,0 +1,283 @@
+"""Configuration: TOML file, then TICK_EXPORTER_* environment variables, then validation.
+
+Validation collects every problem before failing, each named by its dotted key
+(`timers.grace: "5x" is not a duration`), so one run of `check-config` shows them all.
+Unknown keys are errors: a typo must never silently fall back to a default.
+"""
+
+import json
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+from .durations import parse_duration
+
+ENV_PREFIX = "TICK_EXPORTER_"
+
+
+class ConfigError(Exception):
+    """Every problem found, one `key: message` string each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in TOML, for error messages."""
+    return json.dumps(value) if isinstance(value, (str, list, bool)) else repr(value)
+
+
+# --- value parsers: (raw value from TOML or env string) -> value, or ValueError ----------
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{_show(value)} is not a boolean")
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{_show(value)} is not a string")
+    return value
+
+
+def _duration(value: Any) -> float:
+    return parse_duration(_str(value))
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds <= 0:
+        raise ValueError(f"{_show(value)} must be longer than zero")
+    return seconds
+
+
+def _globs(value: Any) -> list[str]:
+    # From the environment a list is comma-separated: TICK_EXPORTER_TIMERS_INCLUDE="backup*,db-*"
+    if isinstance(value, str):
+        value = [item.strip() for item in value.split(",") if item.strip()]
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise ValueError(f"{_show(value)} is not a list of glob patterns")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"{_show(value)} is not one of {', '.join(allowed)}")
+        return value
+    return parse
+
+
+def _bus(value: Any) -> str:
+    # "system", "user", or a D-Bus address such as "unix:path=/run/user/0/bus".
+    value = _str(value)
+    if value in ("system", "user") or ":" in value:
+        return value
+    raise ValueError(f'{_show(value)} is not "system", "user" or a D-Bus address (unix:path=...)')
+
+
+def _url(value: Any) -> str:
+    parsed = urlparse(_str(value))
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"{_show(value)} is not an http(s) URL")
+    return value.rstrip("/")
+
+
+# --- the schema: section -> key -> (parser, default). The public contract (README). ------
+
+SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
+    "agent": {
+        "interval": (_positive_duration, "60s"),
+        "hostname": (_str, ""),  # "" = this machine's hostname
+    },
+    "timers": {
+        "enabled": (_bool, True),
+        "bus": (_bus, "system"),
+        "include": (_globs, ["*"]),
+        "exclude": (_globs, []),
+        "grace": (_duration, "5m"),
+    },
+    "output.stdout": {
+        "enabled": (_bool, False),
+    },
+    "output.influxdb": {
+        "enabled": (_bool, False),
+        "url": (_url, "http://127.0.0.1:8086"),
+        "api": (_choice("v2", "v1"), "v2"),
+        "database": (_str, "tick"),
+        "retention_policy": (_str, ""),
+        "org": (_str, ""),
+        "bucket": (_str, ""),  # "" = "database/retention_policy", as InfluxDB 1.8+ maps it
+        "token": (_str, ""),  # "" = "username:password" when a username is set (InfluxDB 1.8+)
+        "username": (_str, ""),
+        "password": (_str, ""),
+        "timeout": (_positive_duration, "10s"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    interval: float
+    hostname: str
+
+
+@dataclass(frozen=True)
+class TimersConfig:
+    enabled: bool
+    bus: str
+    include: list[str]
+    exclude: list[str]
+    grace: float
+
+    def wants(self, timer: str) -> bool:
+        """True when the timer unit name passes include and exclude (shell globs)."""
+        return any(fnmatchcase(timer, g) for g in self.include) and not any(
+            fnmatchcase(timer, g) for g in self.exclude)
+
+
+@dataclass(frozen=True)
+class StdoutConfig:
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class InfluxDBConfig:
+    enabled: bool
+    url: str
+    api: str
+    database: str
+    retention_policy: str
+    org: str
+    bucket: str
+    token: str
+    username: str
+    password: str
+    timeout: float
+
+    @property
+    def v2_bucket(self) -> str:
+        return self.bucket or f"{self.database}/{self.retention_policy}"
+
+    @property
+    def v2_token(self) -> str:
+        if self.token or not self.username:
+            return self.token
+        return f"{self.username}:{self.password}"
+
+
+@dataclass(frozen=True)
+class Config:
+    agent: AgentConfig
+    timers: TimersConfig
+    stdout: StdoutConfig
+    influxdb: InfluxDBConfig
+    source: str = field(default="(defaults)")
+
+
+def _env_overrides(environ: dict[str, str]) -> tuple[dict[tuple[str, str], str], list[str]]:
+    """TICK_EXPORTER_OUTPUT_INFLUXDB_URL -> {("output.influxdb", "url"): value}."""
+    by_name = {
+        ENV_PREFIX + f"{section}_{key}".replace(".", "_").upper(): (section, key)
+        for section, keys in SCHEMA.items() for key in keys
+    }
+    found, problems = {}, []
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        if name in by_name:
+            found[by_name[name]] = value
+        else:
+            problems.append(f"{name}: unknown environment variable (not a config key)")
+    return found, problems
+
+
+def _flatten(data: dict, problems: list[str]) -> dict[tuple[str, str], Any]:
+    """{"output": {"influxdb": {"url": x}}} -> {("output.influxdb", "url"): x}; unknown keys noted."""
+    values = {}
+
+    def walk(table: dict, prefix: str) -> None:
+        for key, value in table.items():
+            dotted = f"{prefix}.{key}" if prefix else key
+            if dotted in SCHEMA and isinstance(value, dict):
+                for leaf, leaf_value in value.items():
+                    if leaf in SCHEMA[dotted]:
+                        values[(dotted, leaf)] = leaf_value
+                    else:
+                        problems.append(f"{dotted}.{leaf}: unknown key")
+            elif isinstance(value, dict) and any(s.startswith(dotted + ".") for s in SCHEMA):
+                walk(value, dotted)
+            else:
+                problems.append(f"{dotted}: unknown key" if dotted not in SCHEMA
+                                else f"{dotted}: must be a table")
+
+    walk(data, "")
+    return values
+
+
+def _read_file(path: str | None, problems: list[str]) -> dict:
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as err:
+        problems.append(f"{path}: cannot read: {err.strerror}")
+    except tomllib.TOMLDecodeError as err:
+        problems.append(f"{path}: not valid TOML: {err}")
+    return {}
+
+
+def _cross_checks(sections: dict[str, dict[str, Any]], problems: list[str]) -> None:
+    influx = sections["output.influxdb"]
+    if not influx.get("enabled"):
+        return
+    if influx.get("api") == "v1" and not influx.get("database"):
+        problems.append("output.influxdb.database: required when api = \"v1\"")
+    if influx.get("api") == "v2" and not (influx.get("bucket") or influx.get("database")):
+        problems.append("output.influxdb.bucket: required when api = \"v2\" (or set database)")
+    if influx.get("password") and not influx.get("username"):
+        problems.append("output.influxdb.password: set without output.influxdb.username")
+
+
+def load_config(path: str | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate; ConfigError lists every problem."""
+    environ = os.environ if environ is None else environ
+    problems: list[str] = []
+    raw = _flatten(_read_file(path, problems), problems)
+    env, env_problems = _env_overrides(dict(environ))
+    problems += env_problems
+    raw.update(env)
+
+    sections: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        sections[section] = {}
+        for key, (parse, default) in keys.items():
+            value = raw.get((section, key), default)
+            try:
+                sections[section][key] = parse(value)
+            except ValueError as err:
+                problems.append(f"{section}.{key}: {err}")
+    _cross_checks(sections, problems)
+    if problems:
+        raise ConfigError(problems)
+
+    agent = sections["agent"]
+    agent["hostname"] = agent["hostname"] or socket.gethostname()
+    return Config(
+        agent=AgentConfig(**agent),
+        timers=TimersConfig(**sections["timers"]),
+        stdout=StdoutConfig(**sections["output.stdout"]),
+        influxdb=InfluxDBConfig(**sections["output.influxdb"]),
+        source=path or "(defaults)",
+    )

@@ -1,0 +1,78 @@
+"""InfluxDB: api = "v2" through influxdb-client's write API (InfluxDB 2.x, 1.8+, and
+servers that speak /api/v2/write such as VictoriaMetrics); api = "v1" through the classic
+POST /write?db=&rp= with basic auth, for InfluxDB 1.x older than 1.8 (Debian's 1.6).
+
+Both send the same line-protocol bytes, timestamps in nanoseconds.
+"""
+
+import base64
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from ..config import InfluxDBConfig
+from . import OutputError
+
+
+def _v1_writer(config: InfluxDBConfig):
+    query = {"db": config.database, "precision": "ns"}
+    if config.retention_policy:
+        query["rp"] = config.retention_policy
+    url = f"{config.url}/write?{urllib.parse.urlencode(query)}"
+    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    if config.username:
+        credentials = f"{config.username}:{config.password}".encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+
+    def write(text: str) -> None:
+        request = urllib.request.Request(url, data=text.encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=config.timeout):
+                return
+        except urllib.error.HTTPError as err:
+            body = err.read().decode(errors="replace").strip()
+            raise OutputError(f"HTTP {err.code} from {config.url}/write: {body}") from err
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise OutputError(f"cannot reach {config.url}: {reason}") from err
+
+    return write, lambda: None
+
+
+def _v2_writer(config: InfluxDBConfig):
+    # Imported only when this output is enabled: influxdb-client is the agent's
+    # heaviest dependency (~30 MB RSS).
+    from influxdb_client import InfluxDBClient, WritePrecision
+    from influxdb_client.client.write_api import SYNCHRONOUS
+    from influxdb_client.rest import ApiException
+
+    client = InfluxDBClient(url=config.url, token=config.v2_token, org=config.org or "-",
+                            timeout=int(config.timeout * 1000))
+    api = client.write_api(write_options=SYNCHRONOUS)
+
+    def write(text: str) -> None:
+        try:
+            api.write(bucket=config.v2_bucket, org=config.org or "-", record=text,
+                      write_precision=WritePrecision.NS)
+        except ApiException as err:
+            raise OutputError(f"HTTP {err.status} from {config.url}/api/v2/write: "
+                              f"{(err.body or err.reason or '').strip()}") from err
+        except Exception as err:  # urllib3 raises its own connection errors
+            raise OutputError(f"cannot reach {config.url}: {err}") from err
+
+    return write, client.close
+
+
+class InfluxDBOutput:
+    name = "influxdb"
+
+    def __init__(self, config: InfluxDBConfig):
+        maker = _v2_writer if config.api == "v2" else _v1_writer
+        self._write, self._close = maker(config)
+
+    def write(self, text: str) -> None:
+        if text:
+            self._write(text)
+
+    def close(self) -> None:
+        self._close()
