@@ -159,3 +159,26 @@ def test_once_and_run_validate_first(tmp_path, command):
 def test_run_needs_an_output(tmp_path):
     result = run_cli("run", "--config", write(tmp_path, ""))
     assert result.returncode == 2 and "no output is enabled" in result.stderr
+
+
+def test_sample_config_is_valid_and_documents_every_key():
+    from pathlib import Path
+    import tomllib
+    from exporter.config import SCHEMA
+    sample = Path(__file__).parent.parent / "tick-exporter.sample.toml"
+    config = load_config(str(sample), {})
+    assert config.agent.interval == 60
+    data = tomllib.loads(sample.read_text())
+    documented = {(section, key) for section in SCHEMA
+                  for key in _table(data, section)}
+    assert documented == {(section, key) for section, keys in SCHEMA.items() for key in keys}
+    # and the defaults written there are the real defaults
+    for section, keys in SCHEMA.items():
+        for key, (_parse, default) in keys.items():
+            assert _table(data, section)[key] == default, f"{section}.{key}"
+
+
+def _table(data, dotted):
+    for part in dotted.split("."):
+        data = data[part]
+    return data
