@@ -1,0 +1,936 @@
+"""Real services for the test suite: a systemd user manager, InfluxDB 1.x and VictoriaMetrics.
+
+Every class here starts the real Debian binary on loopback only, with its state
+in a private temporary directory and on free ports, so test runs never collide
+with each other or with anything installed system-wide.  Use them as context
+managers::
+
+    with InfluxDB1() as influx:
+        influx.create_database("db")
+        ...
+
+Each class raises RuntimeError (with the tail of the service's own log) when
+the service does not come up within START_TIMEOUT seconds.  Cleanup is layered:
+``stop()``/``close()`` in the normal path, an ``atexit`` hook as a safety net,
+the direct child is started with a parent-death signal (``setpriv
+--pdeathsig KILL``) so it dies even if pytest itself is killed, and what such
+a killed run leaves behind (a user manager's dbus-daemon and services, temp
+dirs) is removed by the next run (``_reap_stale``).  Temp dirs and cgroups are
+named ``tick-tests-<pid of the owning Python process>-...``.
+
+Nothing here uses anything but the standard library.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+TMP_PREFIX = "tick-tests-"
+
+INFLUXD = "/usr/bin/influxd"
+VICTORIA_METRICS = "/usr/bin/victoria-metrics"
+
+# Loopback only, and never through a proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on 127.0.0.1 (all sockets held open while picking)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.1,
+    message: str | Callable[[], str] = "condition",
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that.
+
+    Raises TimeoutError after ``timeout`` seconds; ``message`` (or its result,
+    if callable) says what was being waited for.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            text = message() if callable(message) else message
+            raise TimeoutError(f"timed out after {timeout:.1f}s waiting for {text}")
+        time.sleep(interval)
+
+
+def http_request(
+    method: str,
+    url: str,
+    *,
+    params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+    data: bytes | str | None = None,
+    headers: Mapping[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, bytes]:
+    """One HTTP request with urllib; returns (status, body) and never raises on HTTP status."""
+    if params:
+        url = url + ("&" if "?" in url else "?") + urllib.parse.urlencode(params, doseq=True)
+    if isinstance(data, str):
+        data = data.encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with _OPENER.open(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+class HTTPStatusError(RuntimeError):
+    """A helper call got an unexpected HTTP status."""
+
+    def __init__(self, what: str, status: int, body: bytes):
+        self.status = status
+        self.body = body
+        super().__init__(f"{what}: HTTP {status}: {body.decode(errors='replace')[:2000]}")
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as e:
+        return f"(no log: {e})"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(tail) if tail else "(log is empty)"
+
+
+def _lines(lines: str | bytes | Iterable[str]) -> bytes:
+    if isinstance(lines, bytes):
+        return lines
+    if isinstance(lines, str):
+        return lines.encode()
+    return "\n".join(lines).encode()
+
+
+# ---------------------------------------------------------------------------
+# process handling shared by all services
+
+_LIVE: set["_Service"] = set()
+
+
+def _cleanup_all_at_exit() -> None:
+    for svc in list(_LIVE):
+        try:
+            svc._emergency_cleanup()
+        except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            pass
+
+
+atexit.register(_cleanup_all_at_exit)
+
+
+def _spawn(argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start ``argv`` in its own session (so its process group can be killed),
+    output appended to ``log_path``, dying with this Python process."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            ["setpriv", "--pdeathsig", "KILL", "--", *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def _kill_group(proc: subprocess.Popen | None, sig: int = signal.SIGKILL) -> None:
+    if proc is None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _stop_process(proc: subprocess.Popen | None, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the process group, SIGKILL it if it is still alive after ``timeout``."""
+    if proc is None:
+        return
+    if proc.poll() is None:
+        _kill_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+    # Whatever else is left in the group goes too.
+    _kill_group(proc, signal.SIGKILL)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class _Service:
+    """Common lifecycle: a temp dir (``root``) that outlives start/stop cycles."""
+
+    name = "service"
+
+    def __init__(self, start_timeout: float = START_TIMEOUT):
+        self.start_timeout = start_timeout
+        _reap_stale()
+        self.root = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-{self.name}-"))
+        self.log_path = self.root / f"{self.name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.start_seconds: float | None = None  # how long the last start() took
+        _LIVE.add(self)
+
+    # context manager
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        return _log_tail(self.log_path, lines)
+
+    def _wait_ready(self, ready: Callable[[], bool], started: float) -> None:
+        deadline = started + self.start_timeout
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                code = self.proc.returncode
+                self._kill()
+                raise RuntimeError(
+                    f"{self.name} exited with status {code} while starting; log {self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                if ready():
+                    self.start_seconds = time.monotonic() - started
+                    return
+            except (OSError, subprocess.SubprocessError):
+                pass
+            if time.monotonic() >= deadline:
+                self._kill()
+                raise RuntimeError(
+                    f"{self.name} did not come up within {self.start_timeout:.0f}s; log {self.log_path}:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def _kill(self) -> None:
+        _kill_group(self.proc)
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def start(self):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        _stop_process(self.proc)
+        self.proc = None
+
+    def close(self) -> None:
+        """Stop the service and remove all of its state."""
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+            _LIVE.discard(self)
+
+    def _emergency_cleanup(self) -> None:
+        self._kill()
+        shutil.rmtree(self.root, ignore_errors=True)
+        _LIVE.discard(self)
+
+
+# ---------------------------------------------------------------------------
+# InfluxDB 1.x
+
+
+class InfluxDB1(_Service):
+    """Debian's influxd 1.6.7 on 127.0.0.1:<port>, data in a temp dir.
+
+    ``stop()`` and ``start()`` may be repeated: the data dir and both ports are
+    kept, so a test can take the server away (an outage) and bring it back with
+    its data.  ``close()`` (or leaving the ``with`` block) removes everything.
+
+    Note: influxd 1.6 has no ``/api/v2/write`` (that arrived in 1.8); it answers
+    404 there.  Writes go to ``/write?db=...``.
+
+    With ``auth_enabled=True`` an admin user (``admin_user``/``admin_password``)
+    is created on first start, and the helpers below authenticate as that user
+    unless given ``auth=``.
+    """
+
+    name = "influxd"
+
+    def __init__(
+        self,
+        *,
+        auth_enabled: bool = False,
+        admin_user: str = "admin",
+        admin_password: str = "admin-secret",
+        start_timeout: float = START_TIMEOUT,
+    ):
+        super().__init__(start_timeout)
+        self.auth_enabled = auth_enabled
+        self.admin_user = admin_user
+        self.admin_password = admin_password
+        self.port, self.rpc_port = free_ports(2)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config_path = self.root / "influxdb.conf"
+        self._admin_created = False
+        self._write_config()
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """What the helpers authenticate with by default."""
+        return (self.admin_user, self.admin_password) if self.auth_enabled else None
+
+    def _write_config(self) -> None:
+        r = self.root
+        # Debian's build renamed upstream's "reporting-disabled" to
+        # "reporting-enabled" (default false); unknown keys are ignored.
+        self.config_path.write_text(
+            f"""\
+reporting-enabled = false
+reporting-disabled = true
+bind-address = "127.0.0.1:{self.rpc_port}"
+
+[meta]
+  dir = "{r}/meta"
+
+[data]
+  dir = "{r}/data"
+  wal-dir = "{r}/wal"
+
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{self.port}"
+  auth-enabled = {"true" if self.auth_enabled else "false"}
+  log-enabled = false
+  unix-socket-enabled = false
+
+[monitor]
+  store-enabled = false
+
+[continuous_queries]
+  enabled = false
+
+[logging]
+  suppress-logo = true
+"""
+        )
+
+    def ping(self) -> bool:
+        try:
+            status, _ = http_request("GET", self.url + "/ping", timeout=2)
+        except OSError:
+            return False
+        return status == 204
+
+    def start(self) -> "InfluxDB1":
+        if self.running:
+            return self
+        started = time.monotonic()
+        self.proc = _spawn([INFLUXD, "-config", str(self.config_path)], self.log_path)
+        self._wait_ready(self.ping, started)
+        if self.auth_enabled and not self._admin_created:
+            self.query(
+                f"CREATE USER \"{self.admin_user}\" WITH PASSWORD '{self.admin_password}' WITH ALL PRIVILEGES",
+                auth=None,
+            )
+            self._admin_created = True
+        return self
+
+    _DEFAULT = object()
+
+    def _auth(self, auth):
+        return self.credentials if auth is self._DEFAULT else auth
+
+    def query(
+        self,
+        q: str,
+        db: str | None = None,
+        *,
+        method: str | None = None,
+        epoch: str | None = None,
+        auth: Any = _DEFAULT,
+    ) -> dict:
+        """Run InfluxQL through /query and return the parsed JSON.
+
+        SELECT and SHOW go as GET; anything else (CREATE, DROP, GRANT...) as
+        POST, which influxd 1.x requires.  Raises HTTPStatusError on non-2xx.
+        """
+        if method is None:
+            method = "GET" if q.lstrip().upper().startswith(("SELECT", "SHOW")) else "POST"
+        params = {"q": q}
+        if db is not None:
+            params["db"] = db
+        if epoch is not None:
+            params["epoch"] = epoch
+        status, body = http_request(method, self.url + "/query", params=params, auth=self._auth(auth))
+        if not 200 <= status < 300:
+            raise HTTPStatusError(f"influxdb query {q!r}", status, body)
+        return json.loads(body)
+
+    def rows(self, q: str, db: str, *, epoch: str | None = None, auth: Any = _DEFAULT) -> list[dict]:
+        """The result of one SELECT as a list of {column: value} dicts (tags of
+        GROUP BY series merged in).  Raises RuntimeError if InfluxDB reports an error."""
+        result = self.query(q, db, epoch=epoch, auth=auth)["results"][0]
+        if "error" in result:
+            raise RuntimeError(f"influxdb query {q!r}: {result['error']}")
+        out = []
+        for series in result.get("series", []):
+            for values in series.get("values", []):
+                row = dict(series.get("tags", {}))
+                row.update(zip(series["columns"], values))
+                row.setdefault("_measurement", series.get("name"))
+                out.append(row)
+        return out
+
+    def create_database(self, name: str) -> None:
+        self.query(f'CREATE DATABASE "{name}"')
+
+    def drop_database(self, name: str) -> None:
+        self.query(f'DROP DATABASE "{name}"')
+
+    def create_user(self, name: str, password: str, *, admin: bool = False) -> None:
+        extra = " WITH ALL PRIVILEGES" if admin else ""
+        self.query(f"CREATE USER \"{name}\" WITH PASSWORD '{password}'{extra}")
+
+    def grant(self, privilege: str, db: str, user: str) -> None:
+        """privilege: READ, WRITE or ALL."""
+        self.query(f'GRANT {privilege} ON "{db}" TO "{user}"')
+
+    def write(
+        self,
+        lines: str | bytes | Iterable[str],
+        db: str,
+        precision: str = "ns",
+        *,
+        rp: str | None = None,
+        auth: Any = _DEFAULT,
+    ) -> tuple[int, str]:
+        """POST line protocol to /write; returns (status, body) without raising."""
+        params = {"db": db, "precision": precision}
+        if rp is not None:
+            params["rp"] = rp
+        status, body = http_request("POST", self.url + "/write", params=params, data=_lines(lines), auth=self._auth(auth))
+        return status, body.decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------
+# VictoriaMetrics
+
+
+class VictoriaMetrics(_Service):
+    """Debian's victoria-metrics (1.79) on 127.0.0.1:<port>, data in a temp dir.
+
+    How InfluxDB line protocol lands in VictoriaMetrics 1.79 (checked against
+    the real binary, see tests/test_services.py::test_victoria_line_protocol_mapping):
+
+    * metric name = ``<measurement>_<field>``: ``cpu,host=a usage=1.5`` gives
+      ``cpu_usage{host="a"}``.  Even a single field keeps the suffix
+      (``m value=1`` -> ``m_value``).  Names and labels are not sanitised:
+      escaped spaces stay (``esc\\ m fi\\ eld=1`` -> ``"esc m_fi eld"``) and case
+      is kept.
+    * tags -> labels, unchanged.  A tag called ``__name__`` is dropped.
+    * ``/api/v2/write?org=..&bucket=B`` (what influxdb-client's write API
+      posts): the bucket is NOT recorded; no ``db`` label is added.
+    * ``/write?db=D`` (and ``/api/v2/write?db=D``): adds label ``db="D"``,
+      unless the line already has a tag ``db``, which wins.
+    * values are float64: integers (``7i``) become 7, booleans become 1/0
+      (``true``/``t`` -> 1, ``false`` -> 0), string fields are parsed as numbers
+      when they look like one (``"12.5"`` -> 12.5) and are stored as 0 otherwise.
+    * timestamps are stored in milliseconds (ns input is truncated).  The
+      ``precision`` query arg is honoured (ns, us, ms, s): seconds sent with
+      precision=ns land in 1970.  Without the arg the unit is guessed from the
+      magnitude.  A line without a timestamp gets the server's time.
+    * export returns ``{"metric": {"__name__": ..., labels...}, "values": [...],
+      "timestamps": [ms...]}`` per series, one JSON object per line.
+
+    Visibility: a sample for an existing series shows up in /api/v1/export after
+    ~1 s, but a NEW series only after the index is flushed, which takes 5-10 s by
+    itself.  Calling /internal/force_flush while polling (``wait_export``) brings
+    that to ~0.5-1 s.  One flush straight after the write is not enough (rows
+    sit in a ~1 s in-memory buffer first), hence the polling.
+    """
+
+    name = "victoria-metrics"
+
+    def __init__(self, *, extra_args: Sequence[str] = (), start_timeout: float = START_TIMEOUT):
+        super().__init__(start_timeout)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = self.root / "data"
+        self.extra_args = list(extra_args)
+
+    def health(self) -> bool:
+        try:
+            status, _ = http_request("GET", self.url + "/health", timeout=2)
+        except OSError:
+            return False
+        return status == 200
+
+    def start(self) -> "VictoriaMetrics":
+        if self.running:
+            return self
+        started = time.monotonic()
+        argv = [
+            VICTORIA_METRICS,
+            f"-storageDataPath={self.data_dir}",
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            "-retentionPeriod=100y",
+            # serve the newest samples in queries at once instead of after 30 s
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+            *self.extra_args,
+        ]
+        self.proc = _spawn(argv, self.log_path)
+        self._wait_ready(self.health, started)
+        return self
+
+    def write_v2(
+        self,
+        lines: str | bytes | Iterable[str],
+        bucket: str = "tests",
+        *,
+        org: str = "tests",
+        precision: str | None = "ns",
+    ) -> tuple[int, str]:
+        """POST to /api/v2/write like influxdb-client does (it always sends a
+        precision); ``precision=None`` leaves it out.  Returns (status, body)."""
+        params = {"org": org, "bucket": bucket}
+        if precision is not None:
+            params["precision"] = precision
+        status, body = http_request("POST", self.url + "/api/v2/write", params=params, data=_lines(lines))
+        return status, body.decode(errors="replace")
+
+    def write_v1(
+        self, lines: str | bytes | Iterable[str], db: str | None = None, *, precision: str | None = None
+    ) -> tuple[int, str]:
+        """POST to /write (InfluxDB 1.x style); returns (status, body)."""
+        params = {}
+        if db is not None:
+            params["db"] = db
+        if precision is not None:
+            params["precision"] = precision
+        status, body = http_request("POST", self.url + "/write", params=params, data=_lines(lines))
+        return status, body.decode(errors="replace")
+
+    def flush(self) -> None:
+        """Make buffered rows and new series searchable (/internal/force_flush)."""
+        status, body = http_request("GET", self.url + "/internal/force_flush")
+        if status != 200:
+            raise HTTPStatusError("victoria-metrics force_flush", status, body)
+
+    def export(
+        self,
+        match: str | Sequence[str] = '{__name__!=""}',
+        *,
+        start: str | float | None = None,
+        end: str | float | None = None,
+        flush: bool = True,
+    ) -> list[dict]:
+        """GET /api/v1/export for ``match`` (a series selector or a list of them).
+
+        Only what is already searchable is returned: see the class docstring,
+        and use ``wait_export`` right after a write.
+        """
+        if flush:
+            self.flush()
+        matches = [match] if isinstance(match, str) else list(match)
+        params: list[tuple[str, Any]] = [("match[]", m) for m in matches]
+        if start is not None:
+            params.append(("start", start))
+        if end is not None:
+            params.append(("end", end))
+        status, body = http_request("GET", self.url + "/api/v1/export", params=params)
+        if status != 200:
+            raise HTTPStatusError(f"victoria-metrics export {matches}", status, body)
+        return [json.loads(line) for line in body.decode().splitlines() if line.strip()]
+
+    def wait_export(
+        self,
+        match: str | Sequence[str] = '{__name__!=""}',
+        predicate: Callable[[list[dict]], bool] | None = None,
+        *,
+        timeout: float = 15.0,
+    ) -> list[dict]:
+        """Poll flush + export until ``predicate(series)`` holds (default: any
+        series at all) and return the series; TimeoutError otherwise."""
+        check = predicate or bool
+        last: list[dict] = []
+
+        def poll():
+            nonlocal last
+            last = self.export(match)
+            return check(last)
+
+        wait_until(poll, timeout, 0.2, lambda: f"victoria-metrics export {match!r}; last: {last!r}")
+        return last
+
+
+# ---------------------------------------------------------------------------
+# systemd user manager
+
+
+def _cgroup_mounts() -> list[Path]:
+    """Mount points of all cgroup hierarchies (v1 and v2)."""
+    with open("/proc/self/mounts") as f:
+        return [Path(line.split()[1]) for line in f if line.split()[2] in ("cgroup", "cgroup2")]
+
+
+def _cgroup_pids(path: Path) -> set[int]:
+    pids: set[int] = set()
+    for procs in path.rglob("cgroup.procs"):
+        try:
+            pids.update(int(p) for p in procs.read_text().split())
+        except OSError:
+            pass
+    return pids
+
+
+def _remove_cgroup(name: str, timeout: float = 5.0) -> bool:
+    """SIGKILL every process in cgroup ``name`` (all hierarchies) and remove it."""
+    dirs = [mnt / name for mnt in _cgroup_mounts() if (mnt / name).is_dir()]
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = set().union(*(_cgroup_pids(d) for d in dirs)) if dirs else set()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for d in dirs:
+            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    sub.rmdir()
+                except OSError:
+                    pass
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        dirs = [d for d in dirs if d.exists()]
+        if not dirs:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _stale_owner(name: str) -> bool:
+    """True for ``tick-tests-<pid>-...`` names whose owning process is gone."""
+    try:
+        owner = int(name[len(TMP_PREFIX) :].split("-")[0])
+    except ValueError:
+        return False
+    return owner != os.getpid() and not Path(f"/proc/{owner}").exists()
+
+
+def _reap_stale() -> None:
+    """Clean up after test runs that died without cleaning up (e.g. SIGKILLed
+    pytest): the processes left in their cgroups (a user manager's dbus-daemon
+    and services; influxd and victoria-metrics die with pytest by themselves)
+    and their temp dirs.  Only our own prefix with a dead owner pid is touched."""
+    names = set()
+    for mnt in _cgroup_mounts():
+        try:
+            names.update(p.name for p in mnt.iterdir() if p.is_dir() and p.name.startswith(TMP_PREFIX))
+        except OSError:
+            pass
+    for name in names:
+        if _stale_owner(name):
+            _remove_cgroup(name, timeout=2.0)
+    tmp = Path(tempfile.gettempdir())
+    for d in tmp.glob(f"{TMP_PREFIX}*"):
+        if d.is_dir() and _stale_owner(d.name):
+            shutil.rmtree(d, ignore_errors=True)
+
+
+# Runs inside the new cgroup + mount namespaces, just before systemd.  Args:
+# pairs of (our cgroup dir, hierarchy mount point): our cgroup is bind-mounted
+# over the hierarchy's mount point, so that /sys/fs/cgroup/... shows the same
+# root as /proc/self/cgroup does inside the cgroup namespace.  (Mounting the
+# hierarchy afresh over its own mount point fails with EBUSY.)
+_INNER_SH = r"""
+set -eu
+mount -t tmpfs tick-tests-run-systemd /run/systemd
+mkdir /run/systemd/system
+while [ "$#" -ge 2 ]; do
+    mount --bind "$1" "$2"
+    shift 2
+done
+exec /lib/systemd/systemd --user --log-target=console
+"""
+
+# Runs first: joins our fresh cgroups ($1: space separated cgroup.procs files),
+# then enters new cgroup and mount namespaces.
+_OUTER_SH = r"""
+set -eu
+for f in $1; do echo $$ > "$f"; done
+shift
+exec unshare --cgroup --mount --propagation private sh -c "$@"
+"""
+
+
+class UserManager(_Service):
+    """A real ``systemd --user`` manager with its own D-Bus session bus.
+
+    State lives in a private temp dir (never /run/user/0).  The manager runs
+    in private mount and cgroup namespaces:
+
+    * /run/systemd is a private tmpfs holding ``/run/systemd/system``, so
+      systemd believes it runs on a systemd machine (PID 1 here is not
+      systemd).  ``is-system-running`` says "offline" from outside; harmless.
+    * it gets a fresh cgroup ``<hierarchy>/tick-tests-<pid>-<rand>`` in every
+      cgroup hierarchy, seen as its root.  Without this, every user manager on
+      the machine uses the same absolute cgroup paths (e.g.
+      ``/session.slice/dbus.service``) and stopping one kills the other's
+      dbus-daemon and same-named services.  It also lets ``stop()`` find and
+      kill everything the manager started, whatever session they are in.
+
+    Clients use ``env`` (``os.environ`` + XDG_* + DBUS_SESSION_BUS_ADDRESS) or
+    just ``bus_address``.
+    """
+
+    name = "systemd-user"
+
+    def __init__(self, *, start_timeout: float = START_TIMEOUT):
+        super().__init__(start_timeout)
+        r = self.root
+        self.runtime_dir = r / "run"
+        self.config_dir = r / "config"
+        self.data_dir = r / "data"
+        self.home = r / "home"
+        self.unit_dir = self.config_dir / "systemd" / "user"
+        self.runtime_dir.mkdir(mode=0o700)
+        self.unit_dir.mkdir(parents=True)
+        self.home.mkdir()
+        self.data_dir.mkdir()
+        (r / "state").mkdir()
+        (r / "cache").mkdir()
+        self.bus_address = f"unix:path={self.runtime_dir}/bus"
+        xdg = {
+            "HOME": str(self.home),
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+            "XDG_CONFIG_HOME": str(self.config_dir),
+            "XDG_DATA_HOME": str(self.data_dir),
+            "XDG_STATE_HOME": str(r / "state"),
+            "XDG_CACHE_HOME": str(r / "cache"),
+        }
+        # What the manager itself (and so every unit) sees: kept minimal.
+        self._manager_env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"),
+            "LANG": "C.UTF-8",
+            "USER": "root",
+            "LOGNAME": "root",
+            "SHELL": "/bin/sh",
+            **xdg,
+        }
+        self.env: dict[str, str] = {**os.environ, **xdg, "DBUS_SESSION_BUS_ADDRESS": self.bus_address}
+        self.env.pop("SYSTEMD_LOG_TARGET", None)
+        self.cgroup_name = f"{TMP_PREFIX}{os.getpid()}-{r.name.rsplit('-', 1)[-1]}"
+
+    # -- lifecycle
+
+    def _make_cgroups(self) -> tuple[list[str], list[str]]:
+        procs_files: list[str] = []
+        mount_args: list[str] = []
+        for mnt in _cgroup_mounts():
+            d = mnt / self.cgroup_name
+            d.mkdir(exist_ok=True)
+            # cgroup v1 cpuset: a new group has no CPUs/memory nodes until told.
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                if (mnt / knob).exists() and not (d / knob).read_text().strip():
+                    (d / knob).write_text((mnt / knob).read_text())
+            procs_files.append(str(d / "cgroup.procs"))
+            mount_args += [str(d), str(mnt)]
+        if not procs_files:
+            raise RuntimeError("no cgroup hierarchy is mounted; systemd --user cannot run")
+        return procs_files, mount_args
+
+    def ready(self) -> bool:
+        """True when the bus socket exists, systemctl answers and systemd answers on the bus."""
+        if not (self.runtime_dir / "bus").is_socket():
+            return False
+        if self.systemctl("list-units", "--no-legend", check=False, timeout=5).returncode != 0:
+            return False
+        # Through the bus itself (what the exporter uses), not systemd's private socket.
+        ping = subprocess.run(
+            ["busctl", "--user", "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+             "org.freedesktop.DBus.Peer", "Ping"],
+            env=self.env, capture_output=True, text=True, timeout=5,
+        )
+        return ping.returncode == 0
+
+    def start(self) -> "UserManager":
+        if self.running:
+            return self
+        started = time.monotonic()
+        procs_files, mount_args = self._make_cgroups()
+        self.proc = _spawn(
+            ["sh", "-c", _OUTER_SH, "outer", " ".join(procs_files), _INNER_SH, "inner", *mount_args],
+            self.log_path,
+            self._manager_env,
+        )
+        self._wait_ready(self.ready, started)
+        return self
+
+    def stop(self) -> None:
+        """``systemctl --user exit``, SIGKILL the group if still alive after 5 s,
+        kill whatever is left in the manager's cgroups, remove the temp dir."""
+        try:
+            if self.running:
+                try:
+                    self.systemctl("exit", check=False, timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+                try:
+                    self.proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+            self._kill()
+            self.proc = None
+            _remove_cgroup(self.cgroup_name)
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+            _LIVE.discard(self)
+
+    close = stop
+
+    def _emergency_cleanup(self) -> None:
+        self._kill()
+        _remove_cgroup(self.cgroup_name, timeout=2.0)
+        shutil.rmtree(self.root, ignore_errors=True)
+        _LIVE.discard(self)
+
+    # -- systemctl helpers
+
+    def systemctl(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        """Run ``systemctl --user --no-pager ARGS`` against this manager (text output)."""
+        cp = subprocess.run(
+            ["systemctl", "--user", "--no-pager", *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and cp.returncode != 0:
+            raise RuntimeError(
+                f"systemctl --user {' '.join(args)} failed with {cp.returncode}:\n{cp.stdout}{cp.stderr}"
+            )
+        return cp
+
+    def write_unit(self, name: str, text: str) -> Path:
+        """Write a unit file into ``unit_dir`` (call ``daemon_reload()`` after)."""
+        path = self.unit_dir / name
+        path.write_text(text)
+        return path
+
+    def remove_unit(self, name: str) -> None:
+        (self.unit_dir / name).unlink(missing_ok=True)
+
+    def daemon_reload(self) -> None:
+        self.systemctl("daemon-reload")
+
+    def show(self, unit: str, props: Iterable[str] | None = None, timestamp: str | None = None) -> dict[str, str]:
+        """``systemctl --user show UNIT [-p P...] [--timestamp=T]`` as a dict.
+
+        ``timestamp="unix"`` prints most timestamps as ``@SECONDS`` (systemd 252),
+        but NOT the timer properties NextElapseUSecRealtime / LastTriggerUSec,
+        which stay human-readable; use ``bus_property`` for those.
+        """
+        args = ["show", unit]
+        for p in props or ():
+            args += ["-p", p]
+        if timestamp is not None:
+            args.append(f"--timestamp={timestamp}")
+        out = self.systemctl(*args).stdout
+        result: dict[str, str] = {}
+        for line in out.splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                result[key] = value
+        return result
+
+    def bus_property(self, unit: str, interface: str, prop: str) -> Any:
+        """One raw D-Bus property of a unit via busctl, e.g.
+        ``bus_property("x.timer", "Timer", "LastTriggerUSec")`` -> int µs.
+        ``interface`` may be short ("Unit", "Service", "Timer")."""
+        if "." not in interface:
+            interface = f"org.freedesktop.systemd1.{interface}"
+        base = ["busctl", "--user", "--json=short"]
+        cp = subprocess.run(
+            [*base, "call", "org.freedesktop.systemd1", "/org/freedesktop/systemd1",
+             "org.freedesktop.systemd1.Manager", "LoadUnit", "s", unit],
+            env=self.env, capture_output=True, text=True, timeout=10, check=True,
+        )
+        path = json.loads(cp.stdout)["data"][0]
+        cp = subprocess.run(
+            [*base, "get-property", "org.freedesktop.systemd1", path, interface, prop],
+            env=self.env, capture_output=True, text=True, timeout=10, check=True,
+        )
+        return json.loads(cp.stdout)["data"]
+
+    def wait_for_properties(
+        self, unit: str, expected: Mapping[str, str], timeout: float = 12.0, interval: float = 0.2
+    ) -> dict[str, str]:
+        """Poll ``show(unit)`` until every ``expected`` property has its value;
+        returns the last ``show`` dict, TimeoutError (with the values seen) otherwise."""
+        last: dict[str, str] = {}
+
+        def poll():
+            nonlocal last
+            last = self.show(unit, list(expected))
+            return all(last.get(k) == v for k, v in expected.items())
+
+        wait_until(poll, timeout, interval, lambda: f"{unit} to have {dict(expected)}; last: {last}")
+        return last
