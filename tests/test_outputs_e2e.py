@@ -113,16 +113,20 @@ token = "unused"
     assert " error " not in err, err
     sent = [p for p in printed if p.measurement == "systemd_timer"]
     assert len(sent) >= 4
-    stored = {}
-    for series in victoria.export('{__name__=~"systemd_timer_.*", host="e2e-v2"}'):
-        labels = series["metric"]
-        for stamp, value in zip(series["timestamps"], series["values"]):
-            stored[(labels["__name__"], labels["timer"], stamp)] = (labels, value)
+    expected = {(f"systemd_timer_{field}", p.tags["timer"], p.time_ns // 1_000_000)
+                for p in sent for field, v in p.fields.items() if not isinstance(v, str)}
+
+    def index(series):  # VictoriaMetrics keeps milliseconds and stores numbers as floats
+        return {(s["metric"]["__name__"], s["metric"]["timer"], stamp): (s["metric"], value)
+                for s in series for stamp, value in zip(s["timestamps"], s["values"])}
+
+    # a brand-new series takes a moment to become readable
+    stored = index(victoria.wait_export('{__name__=~"systemd_timer_.*", host="e2e-v2"}',
+                                        lambda series: expected <= set(index(series))))
     for point in sent:
         numeric = {k: v for k, v in point.fields.items() if not isinstance(v, str)}
         assert numeric
         for field, value in numeric.items():
-            # VictoriaMetrics keeps milliseconds and stores every number as a float
             labels, got = stored[(f"systemd_timer_{field}", point.tags["timer"],
                                   point.time_ns // 1_000_000)]
             assert got == pytest.approx(float(value), rel=1e-12, abs=1e-9), field

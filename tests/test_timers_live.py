@@ -6,6 +6,7 @@ reports for the same units.
 """
 
 import asyncio
+import datetime
 import time
 
 import pytest
@@ -103,8 +104,14 @@ def stable_sample(manager):
 
 
 def unix(shown_value):
-    """systemctl --timestamp=unix prints "@1795636430" or "" / "n/a" for never."""
-    return int(shown_value[1:]) if shown_value.startswith("@") else 0
+    """A timestamp as `systemctl show` prints it: "@1795636430" (--timestamp=unix, honoured
+    for ExecMain* only in systemd 252), "Wed 2026-11-25 19:48:40 UTC", or "" / "n/a"."""
+    if shown_value.startswith("@"):
+        return int(shown_value[1:])
+    if not shown_value or shown_value == "n/a":
+        return 0
+    parsed = datetime.datetime.strptime(shown_value, "%a %Y-%m-%d %H:%M:%S %Z")
+    return int(parsed.replace(tzinfo=datetime.timezone.utc).timestamp())
 
 
 def test_every_field_matches_systemctl_show(scenarios):
