@@ -66,6 +66,10 @@ class Agent:
     async def write(self, points: list[Point], now: Now) -> None:
         text = to_line_protocol(points)
         await asyncio.gather(*(self._write_one(o, text, len(points), now) for o in self.outputs))
+        for collector in self.collectors:  # what was written is now remembered
+            save = getattr(collector, "save", None)
+            if save:
+                save()
 
     async def run(self, interval: float, stop: asyncio.Event) -> None:
         """Sample on a drift-free schedule aligned to multiples of `interval` (as Telegraf's

@@ -21,8 +21,10 @@ def build_collectors(config: Config) -> list:
     if config.timers.enabled:
         from .collectors.timers import TimersCollector
         from .sources.systemd_dbus import SystemdBus
+        from .state import StateFile
         collectors.append(TimersCollector(SystemdBus(config.timers.bus), config.timers,
-                                          config.agent.hostname))
+                                          config.agent.hostname,
+                                          StateFile(config.agent.state_path)))
     return collectors
 
 

@@ -70,6 +70,48 @@ def _globs(value: Any) -> list[str]:
     return value
 
 
+def _zone(value: Any) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    value = _str(value)
+    if value:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{_show(value)} is not a time zone (e.g. Europe/Berlin)") from None
+    return value
+
+
+OVERRIDE_KEYS = {"grace": None, "max_runtime": None}
+
+
+def _overrides(value: Any) -> dict[str, dict[str, float]]:
+    """[timers.overrides."backup.timer"] grace = "1h", max_runtime = "2h"."""
+    if isinstance(value, str):  # from the environment: a TOML inline table
+        try:
+            value = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{_show(value)} is not a TOML inline table: {err}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{_show(value)} is not a table of timers")
+    parsed, problems = {}, []
+    for timer, settings in value.items():
+        if not isinstance(settings, dict):
+            problems.append(f"{_show(timer)}: must be a table (grace, max_runtime)")
+            continue
+        parsed[timer] = {}
+        for key, setting in settings.items():
+            if key not in OVERRIDE_KEYS:
+                problems.append(f"{_show(timer)}.{key}: unknown key")
+                continue
+            try:
+                parsed[timer][key] = _duration(setting)
+            except ValueError as err:
+                problems.append(f"{_show(timer)}.{key}: {err}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return parsed
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if value not in allowed:
@@ -99,6 +141,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "agent": {
         "interval": (_positive_duration, "60s"),
         "hostname": (_str, ""),  # "" = this machine's hostname
+        "state_path": (_str, "/var/lib/tick-exporter/state.json"),
     },
     "timers": {
         "enabled": (_bool, True),
@@ -106,6 +149,9 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "include": (_globs, ["*"]),
         "exclude": (_globs, []),
         "grace": (_duration, "5m"),
+        "max_runtime": (_duration, "0s"),  # 0 = no limit
+        "timezone": (_zone, ""),  # "" = the host's (TZ, /etc/localtime)
+        "overrides": (_overrides, {}),
     },
     "output.stdout": {
         "enabled": (_bool, False),
@@ -130,6 +176,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
 class AgentConfig:
     interval: float
     hostname: str
+    state_path: str
 
 
 @dataclass(frozen=True)
@@ -139,6 +186,15 @@ class TimersConfig:
     include: list[str]
     exclude: list[str]
     grace: float
+    max_runtime: float
+    timezone: str
+    overrides: dict[str, dict[str, float]]
+
+    def grace_for(self, timer: str) -> float:
+        return self.overrides.get(timer, {}).get("grace", self.grace)
+
+    def max_runtime_for(self, timer: str) -> float:
+        return self.overrides.get(timer, {}).get("max_runtime", self.max_runtime)
 
     def wants(self, timer: str) -> bool:
         """True when the timer unit name passes include and exclude (shell globs)."""
@@ -210,7 +266,7 @@ def _flatten(data: dict, problems: list[str]) -> dict[tuple[str, str], Any]:
         for key, value in table.items():
             dotted = f"{prefix}.{key}" if prefix else key
             if dotted in SCHEMA and isinstance(value, dict):
-                for leaf, leaf_value in value.items():
+                for leaf, leaf_value in value.items():  # a table-valued key is a leaf too
                     if leaf in SCHEMA[dotted]:
                         values[(dotted, leaf)] = leaf_value
                     else:

@@ -21,3 +21,11 @@ def influxdb():
 def victoria():
     with VictoriaMetrics() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def private_state_file(tmp_path, monkeypatch):
+    """Every agent a test starts keeps its state file in the test's own temp dir."""
+    path = tmp_path / "agent-state" / "state.json"
+    monkeypatch.setenv("TICK_EXPORTER_AGENT_STATE_PATH", str(path))
+    return path

@@ -182,3 +182,37 @@ def _table(data, dotted):
     for part in dotted.split("."):
         data = data[part]
     return data
+
+
+def test_timer_overrides(tmp_path):
+    config = load_config(write(tmp_path, """
+[timers]
+grace = "5m"
+max_runtime = "3h"
+[timers.overrides."backup.timer"]
+grace = "1h"
+[timers.overrides."db dump.timer"]
+max_runtime = "2h"
+"""), {}).timers
+    assert config.grace_for("backup.timer") == 3600 and config.max_runtime_for("backup.timer") == 10800
+    assert config.grace_for("db dump.timer") == 300 and config.max_runtime_for("db dump.timer") == 7200
+    assert config.grace_for("other.timer") == 300
+    env = load_config(None, {"TICK_EXPORTER_TIMERS_OVERRIDES": '{"x.timer" = {grace = "2m"}}'}).timers
+    assert env.grace_for("x.timer") == 120
+
+
+def test_bad_overrides_and_timezone(tmp_path):
+    path = write(tmp_path, """
+[timers]
+timezone = "Mars/Olympus"
+[timers.overrides."backup.timer"]
+grace = "soon"
+retries = 3
+[timers.overrides]
+"x.timer" = 5
+""")
+    assert problems(path) == [
+        'timers.timezone: "Mars/Olympus" is not a time zone (e.g. Europe/Berlin)',
+        'timers.overrides: "backup.timer".grace: "soon" is not a duration; '
+        '"backup.timer".retries: unknown key; "x.timer": must be a table (grace, max_runtime)',
+    ]

@@ -94,8 +94,17 @@ database = "e2e_v1"
     # the agent's own points landed too: one per sample for the collector
     (exporter,) = influx_query(influxdb.url, "e2e_v1",
                                "SELECT success, points FROM exporter WHERE component = 'timers'")
-    assert all(row[1] is True and row[2] == 2 for row in exporter["values"])
+    # two timer points per sample, plus a run point for each run that finished
+    assert all(row[1] is True and row[2] >= 2 for row in exporter["values"])
     assert len(exporter["values"]) == len({p.time_ns for p in sent})
+
+    # each run is written once, stamped with its exit time, as printed
+    runs = [p for p in printed if p.measurement == "systemd_timer_run"]
+    assert {(p.tags["timer"], p.tags["result"], p.fields["exit_code"]) for p in runs} == {
+        ("e2e-ok.timer", "success", 0), ("e2e-fail.timer", "exit-code", 4)}
+    assert len({(p.tags["timer"], p.time_ns) for p in runs}) == len(runs)
+    (stored,) = influx_query(influxdb.url, "e2e_v1", "SELECT count(exit_code) FROM systemd_timer_run")
+    assert stored["values"][0][1] == len(runs)
 
 
 def test_run_writes_v2_to_victoria_metrics(e2e_timers, victoria, tmp_path):

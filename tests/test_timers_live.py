@@ -77,7 +77,7 @@ def collect(bus_address):
             return await TimersCollector(source, config, "testhost").collect(Now.read())
         finally:
             await source.close()
-    return {p.tags["timer"]: p for p in asyncio.run(go())}
+    return {p.tags["timer"]: p for p in asyncio.run(go()) if p.measurement == "systemd_timer"}
 
 
 TIMER_PROPS = ["ActiveState", "LastTriggerUSec", "NextElapseUSecRealtime", "Persistent", "Unit"]

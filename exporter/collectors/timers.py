@@ -1,13 +1,19 @@
-"""systemd timers: one `systemd_timer` point per timer (schema: docs/metrics.md).
+"""systemd timers: one `systemd_timer` point per timer per sample, and one
+`systemd_timer_run` point per finished run (schema: docs/metrics.md).
 
 The source (exporter.sources.systemd_dbus.SystemdBus, or a recording in tests) returns
-raw D-Bus properties; everything here is a pure function of them and the sample clock.
+raw D-Bus properties; everything here is a function of them, the agent's memory
+(exporter.state) and the sample clock.
 """
 
 from ..clock import Now
 from ..config import TimersConfig
 from ..durations import format_timespan_usec
 from ..point import Point
+from ..schedule import local_zone
+from ..sources.systemd_dbus import RunRecord, run_from
+from ..state import StateFile, TimerMemory
+from ..timer_health import HEALTHY, TimerFacts, evaluate
 
 # systemd's "no timestamp" values: 0 = never happened, 2^64-1 (USEC_INFINITY) = never will.
 USEC_INFINITY = 2**64 - 1
@@ -51,71 +57,72 @@ def schedule(timer: dict) -> str:
     return "; ".join(entries)
 
 
-def is_running(service_active_state: str, service_sub_state: str) -> bool:
-    return service_active_state in RUNNING_STATES or (
-        service_active_state == "active" and service_sub_state == "running")
+def usec_or_zero(usec: int) -> int:
+    return usec if is_set(usec) else 0
 
 
-def timer_state(timer_active: str, running: bool, last_result: str) -> str:
-    """Precedence (docs/metrics.md): running > failed > inactive > ok."""
-    if running:
-        return "running"
-    if last_result not in ("success", ""):
-        return "failed"
-    if timer_active != "active":
-        return "inactive"
-    return "ok"
-
-
-def timer_fields(record, now: Now) -> dict:
-    timer, service = record.timer.properties, record.service
+def timer_fields(record, next_us: int, now: Now) -> dict:
+    timer = record.timer.properties
     fields = {
         "last_trigger": to_unix_s(timer.get("LastTriggerUSec", 0)),
-        "next_elapse": to_unix_s(next_elapse_us(timer, now)),
+        "next_elapse": to_unix_s(next_us),
         "schedule": schedule(timer),
         "persistent": bool(timer.get("Persistent", False)),
         "active_state": record.timer.active_state,
     }
     if is_set(timer.get("LastTriggerUSec", 0)):
         fields["since_last_s"] = (now.realtime_us - timer["LastTriggerUSec"]) / 1e6
-    if fields["next_elapse"]:
-        fields["until_next_s"] = (next_elapse_us(timer, now) - now.realtime_us) / 1e6
-    running, last_result = False, ""
-    if service is not None:
-        props = service.properties
-        running = is_running(service.active_state, service.sub_state)
-        last_result = props.get("Result", "")
-        start, end = props.get("ExecMainStartTimestamp", 0), props.get("ExecMainExitTimestamp", 0)
-        fields.update(
-            service_state=service.active_state,
-            last_result=last_result,
-            last_exit_code=int(props.get("ExecMainStatus", 0)),
-            last_exit_kind=EXIT_KINDS.get(props.get("ExecMainCode", 0), "none"),
-            last_run_start=to_unix_s(start),
-            last_run_end=to_unix_s(end),
-        )
-        # While a run is in progress systemd has reset ExecMainExitTimestamp to 0
-        # (exec_status_start), so a duration exists only for a finished run.
-        if is_set(start) and is_set(end) and end >= start:
-            fields["last_duration_s"] = (end - start) / 1e6
-    if record.service_error:
-        # The activated unit could not be read (missing, not a service, vanished):
-        # reported as data, the rest of the point still holds.
-        fields["read_error"] = record.service_error
-    fields["state"] = timer_state(record.timer.active_state, running, last_result)
-    fields["healthy"] = fields["state"] in ("ok", "running")
+    if next_us:
+        fields["until_next_s"] = (next_us - now.realtime_us) / 1e6
     return fields
 
 
-def timer_points(snapshot, now: Now, host: str, config: TimersConfig) -> list[Point]:
-    points = []
-    for record in snapshot.timers:
-        if not config.wants(record.timer.name):
-            continue
-        tags = {"host": host, "manager": snapshot.manager, "timer": record.timer.name,
-                "service": record.timer.properties.get("Unit", "")}
-        points.append(Point("systemd_timer", tags, timer_fields(record, now), now.time_ns))
-    return points
+def is_running(service_active_state: str, service_sub_state: str) -> bool:
+    return service_active_state in RUNNING_STATES or (
+        service_active_state == "active" and service_sub_state == "running")
+
+
+def record_runs(memory: TimerMemory, runs: list[RunRecord]) -> list[RunRecord]:
+    """The runs not written before, oldest first; updates the memory's success and
+    failure streak. Runs are keyed by exit time, so a run seen twice (in a signal and
+    in the properties, or again after a restart) is recorded once."""
+    new = sorted({r.exit_us: r for r in runs if r.exit_us > memory.recorded_exit_us}.values(),
+                 key=lambda r: r.exit_us)
+    for run in new:
+        memory.recorded_exit_us = run.exit_us
+        if run.result == "success":
+            memory.last_success_us = run.exit_us
+            memory.consecutive_failures = 0
+        else:
+            memory.consecutive_failures += 1
+    return new
+
+
+def run_point(run: RunRecord, tags: dict) -> Point:
+    fields = {"exit_code": int(run.status), "success": run.result == "success",
+              "started": to_unix_s(run.start_us)}
+    if is_set(run.start_us) and run.exit_us >= run.start_us:
+        fields["duration_s"] = (run.exit_us - run.start_us) / 1e6
+    # Stamped with the exit time: re-reading the same run writes the identical point.
+    return Point("systemd_timer_run", {**tags, "result": run.result}, fields, run.exit_us * 1000)
+
+
+def service_fields(service) -> dict:
+    props = service.properties
+    start, end = props.get("ExecMainStartTimestamp", 0), props.get("ExecMainExitTimestamp", 0)
+    fields = {
+        "service_state": service.active_state,
+        "last_result": props.get("Result", ""),
+        "last_exit_code": int(props.get("ExecMainStatus", 0)),
+        "last_exit_kind": EXIT_KINDS.get(props.get("ExecMainCode", 0), "none"),
+        "last_run_start": to_unix_s(start),
+        "last_run_end": to_unix_s(end),
+    }
+    # While a run is in progress systemd has reset ExecMainExitTimestamp to 0
+    # (exec_status_start), so a duration exists only for a finished run.
+    if is_set(start) and is_set(end) and end >= start:
+        fields["last_duration_s"] = (end - start) / 1e6
+    return fields
 
 
 class TimersCollector:
@@ -123,12 +130,87 @@ class TimersCollector:
 
     name = "timers"
 
-    def __init__(self, source, config: TimersConfig, host: str):
+    def __init__(self, source, config: TimersConfig, host: str, state: StateFile | None = None):
         self.source, self.config, self.host = source, config, host
+        self.state = state or StateFile(None)
+        self.zone = local_zone(config.timezone)
 
     async def collect(self, now: Now) -> list[Point]:
         snapshot = await self.source.read_timers()
-        return timer_points(snapshot, now, self.host, self.config)
+        return self.points(snapshot, now)
+
+    def points(self, snapshot, now: Now) -> list[Point]:
+        points = []
+        for record in snapshot.timers:
+            if self.config.wants(record.timer.name):
+                points += self.timer_points(record, snapshot, now)
+        return points
+
+    def timer_points(self, record, snapshot, now: Now) -> list[Point]:
+        timer, name = record.timer.properties, record.timer.name
+        memory = self.state.timer(snapshot.manager, name)
+        tags = {"host": self.host, "manager": snapshot.manager, "timer": name,
+                "service": timer.get("Unit", "")}
+        next_us = next_elapse_us(timer, now)
+        armed = record.timer.active_state == "active" and next_us > 0
+        if next_us:
+            memory.next_elapse_us = next_us
+        if armed and not memory.armed_since_us:
+            memory.armed_since_us = record.armed_since_us
+        fields = timer_fields(record, next_us, now)
+        running, run_started, new_runs = False, 0, []
+        service = record.service
+        if service is not None:
+            fields.update(service_fields(service))
+            running = is_running(service.active_state, service.sub_state)
+            run_started, new_runs = self._follow_runs(service, snapshot, memory, running)
+        if record.service_error:
+            # The activated unit could not be read (missing, not a service, vanished):
+            # reported as data, the rest of the point still holds.
+            fields["read_error"] = record.service_error
+        facts = TimerFacts(
+            calendar=[spec for _base, spec, _next in timer.get("TimersCalendar", [])],
+            monotonic=timer.get("TimersMonotonic", []), armed=armed, next_elapse_us=next_us,
+            remembered_next_us=memory.next_elapse_us,
+            last_trigger_us=usec_or_zero(timer.get("LastTriggerUSec", 0)),
+            last_run_start_us=memory.last_run_start_us,
+            armed_since_us=record.armed_since_us if armed else 0,
+            running=running, last_failed=self._last_failed(service, memory, running))
+        # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
+        grace_us = (int(self.config.grace_for(name) * 1e6) + timer.get("AccuracyUSec", 0)
+                    + timer.get("RandomizedDelayUSec", 0))
+        health = evaluate(facts, now.realtime_us, grace_us,
+                          int(self.config.max_runtime_for(name) * 1e6), run_started, self.zone)
+        fields.update(
+            state=health.state, healthy=health.state in HEALTHY,
+            expected_at=to_unix_s(health.expected_at_us), overdue_s=health.overdue_s,
+            missed_runs=health.missed_runs, last_success=to_unix_s(memory.last_success_us),
+            consecutive_failures=memory.consecutive_failures)
+        return [Point("systemd_timer", tags, fields, now.time_ns)] + [
+            run_point(run, tags) for run in new_runs]
+
+    @staticmethod
+    def _follow_runs(service, snapshot, memory: TimerMemory, running: bool):
+        """(start of the run in progress or 0, runs to write as points)."""
+        props = service.properties
+        start = usec_or_zero(props.get("ExecMainStartTimestamp", 0))
+        memory.last_run_start_us = max(memory.last_run_start_us, start)
+        current = run_from(props)
+        runs = snapshot.runs.get(service.name, []) + ([current] if current else [])
+        return (start if running else 0), record_runs(memory, runs)
+
+    @staticmethod
+    def _last_failed(service, memory: TimerMemory, running: bool) -> bool:
+        """The newest recorded run failed, or the service could not even start (Result
+        start-limit-hit or resources, with no exec and so no run)."""
+        if memory.consecutive_failures:
+            return True
+        if service is None or running or run_from(service.properties):
+            return False
+        return service.properties.get("Result", "success") != "success"
+
+    def save(self) -> None:
+        self.state.save()
 
     async def close(self) -> None:
         await self.source.close()

@@ -21,6 +21,7 @@ MANAGER_PATH = "/org/freedesktop/systemd1"
 MANAGER = "org.freedesktop.systemd1.Manager"
 TIMER = "org.freedesktop.systemd1.Timer"
 SERVICE = "org.freedesktop.systemd1.Service"
+UNIT = "org.freedesktop.systemd1.Unit"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 MAX_IN_FLIGHT = 32
 
@@ -59,12 +60,26 @@ class TimerRecord:
     timer: UnitRecord
     service: UnitRecord | None  # None when the activated unit could not be read
     service_error: str = ""
+    armed_since_us: int = 0     # the timer's ActiveEnterTimestamp
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run of a service, as systemd announced it (ExecMain* properties)."""
+    start_us: int
+    exit_us: int
+    code: int       # ExecMainCode
+    status: int     # ExecMainStatus
+    result: str     # Service Result
 
 
 @dataclass
 class TimersSnapshot:
     manager: str  # "system" or "user"
     timers: list[TimerRecord]
+    # Runs that finished since the previous snapshot, per service, oldest first: a run
+    # that starts and ends between two samples is only visible in these signals.
+    runs: dict[str, list[RunRecord]] = field(default_factory=dict)
 
 
 def bus_address(bus: str, environ=os.environ) -> str:
@@ -89,6 +104,29 @@ def unit_path(name: str) -> str:
     return f"{MANAGER_PATH}/unit/{escaped}"
 
 
+def unit_name(path: str) -> str:
+    """The inverse of unit_path()."""
+    escaped, out, i = path.rsplit("/", 1)[-1], bytearray(), 0
+    while i < len(escaped):
+        if escaped[i] == "_" and i + 2 < len(escaped):
+            out.append(int(escaped[i + 1:i + 3], 16))
+            i += 3
+        else:
+            out.append(ord(escaped[i]))
+            i += 1
+    return out.decode(errors="replace")
+
+
+def run_from(properties: dict[str, Any]) -> RunRecord | None:
+    """The finished run in a Service's properties; None while running or never run."""
+    exit_us = properties.get("ExecMainExitTimestamp", 0)
+    if not exit_us or exit_us == 2**64 - 1 or "Result" not in properties:
+        return None
+    return RunRecord(properties.get("ExecMainStartTimestamp", 0), exit_us,
+                     properties.get("ExecMainCode", 0), properties.get("ExecMainStatus", 0),
+                     properties["Result"])
+
+
 def _unwrap(value: Any) -> Any:
     if isinstance(value, Variant):
         return _unwrap(value.value)
@@ -108,6 +146,8 @@ class SystemdBus:
         self._bus: MessageBus | None = None
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.kind = bus if bus in ("system", "user") else ""
+        self._runs: dict[str, dict[int, RunRecord]] = {}
+        self._watched: set[str] = set()  # services activated by timers
 
     async def _connection(self) -> MessageBus:
         if self._bus is None or not self._bus.connected:
@@ -118,7 +158,32 @@ class SystemdBus:
                 raise ConnectionError(f"cannot connect to D-Bus at {self.address}: {err}") from err
             if not self.kind:
                 self.kind = await self._manager_kind(self._bus)
+            await self._subscribe(self._bus)
         return self._bus
+
+    async def _subscribe(self, bus: MessageBus) -> None:
+        """Follow PropertiesChanged of units, on every (re)connect.
+
+        systemd only emits unit signals to clients that called Manager.Subscribe();
+        the match rule asks the bus daemon to route them to us. A Service's ExecMain*
+        and Result properties are EMITS_CHANGE, so each finished run arrives with them.
+        """
+        bus.add_message_handler(self._on_message)
+        await self._send(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                         "org.freedesktop.DBus", "AddMatch", "s",
+                         [f"type='signal',sender='{SYSTEMD}',interface='{PROPERTIES}',"
+                          f"member='PropertiesChanged',arg0='{SERVICE}'"])
+        await self._send(bus, SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe")
+
+    def _on_message(self, message: Message) -> None:
+        if (message.message_type != MessageType.SIGNAL or message.member != "PropertiesChanged"
+                or not message.body or message.body[0] != SERVICE):
+            return None
+        name = unit_name(message.path)
+        run = run_from(_unwrap(message.body[1]))
+        if run and name in self._watched:
+            self._runs.setdefault(name, {})[run.exit_us] = run
+        return None
 
     async def _manager_kind(self, bus: MessageBus) -> str:
         # On a bus given by address, the manager is the system one exactly when
@@ -181,16 +246,27 @@ class SystemdBus:
         timers = [u for u in units.values() if u.load_state == "loaded"]
         await asyncio.gather(*(self._fill(u, TIMER) for u in timers))
         timers = [u for u in timers if u.properties]  # vanished while we read
+        armed = await asyncio.gather(*(self._armed_since(t.name) for t in timers))
         services = await self.units_by_name(sorted({t.properties["Unit"] for t in timers}))
+        self._watched = set(services)
         errors = await asyncio.gather(*(self._fill(s, SERVICE) for s in services.values()))
         error_of = dict(zip(services, errors))
         records = []
-        for timer in timers:
+        for timer, armed_since in zip(timers, armed):
             name = timer.properties["Unit"]
             service = services.get(name)
             error = error_of.get(name) or ("" if service else f"{name}: not found")
-            records.append(TimerRecord(timer, None if error else service, error))
-        return TimersSnapshot(self.kind, records)
+            records.append(TimerRecord(timer, None if error else service, error, armed_since))
+        runs = {name: [by_exit[k] for k in sorted(by_exit)] for name, by_exit in self._runs.items()}
+        self._runs = {}
+        return TimersSnapshot(self.kind, records, runs)
+
+    async def _armed_since(self, timer: str) -> int:
+        try:
+            return await self._call(SYSTEMD, unit_path(timer), PROPERTIES, "Get", "ss",
+                                    [UNIT, "ActiveEnterTimestamp"])
+        except DBusCallError:
+            return 0
 
     async def _fill(self, unit: UnitRecord, interface: str) -> str:
         """Read `interface`'s properties into unit; the error text when that fails."""

@@ -1,0 +1,97 @@
+"""Was a scheduled run late, missed or failed? Judged from the schedule itself, without
+touching the job (docs/metrics.md, "state").
+
+Pure functions of what systemd reports, what the agent remembers and the clock.
+All times are integer microseconds since the epoch.
+"""
+
+from dataclasses import dataclass
+
+from .schedule import latest_until, occurrences
+
+# Most urgent first: the first state that applies is the timer's state.
+PRECEDENCE = ("overrun", "running", "missed", "failed", "late", "inactive", "ok")
+HEALTHY = ("ok", "running")
+# Monotonic triggers that repeat: after one elapse the next is this far after the run.
+REPEATING = ("OnUnitActiveUSec", "OnUnitInactiveUSec")
+
+
+@dataclass(frozen=True)
+class TimerFacts:
+    calendar: list[str]             # OnCalendar specs (normalised by systemd)
+    monotonic: list[tuple]          # (base, usec, next) from TimersMonotonic
+    armed: bool                     # timer active and systemd has a next elapse
+    next_elapse_us: int             # systemd's next elapse on the wall clock, 0 = none
+    remembered_next_us: int         # the last one seen while armed (a stopped timer has none)
+    last_trigger_us: int
+    last_run_start_us: int          # newest known start of the service (systemd or memory)
+    armed_since_us: int             # when the timer became active, 0 = unknown
+    running: bool
+    last_failed: bool               # the last run (or start attempt) did not succeed
+
+
+@dataclass(frozen=True)
+class Health:
+    state: str
+    expected_at_us: int = 0
+    overdue_s: float = 0.0
+    missed_runs: int = 0
+
+
+def _base(facts: TimerFacts) -> int:
+    """Runs are looked for after the last known run; a timer that never ran is judged
+    from when it was armed (it may have missed its first run), never from 1970."""
+    return facts.last_run_start_us or facts.last_trigger_us or (
+        facts.armed_since_us if facts.armed else 0)
+
+
+def _calendar(facts: TimerFacts, now_us: int, grace_us: int, zone) -> Health | None:
+    base = _base(facts)
+    expected = latest_until(facts.calendar, now_us, zone)
+    if not base:
+        return Health("ok", expected)
+    due = occurrences(facts.calendar, base, now_us, zone)
+    # Every occurrence followed by a later one that has also come passed without a run.
+    missed = max(len(due) - 1, 0)
+    late = False
+    if due and now_us >= due[-1] + grace_us:
+        # systemd may still start the newest one: it has elapsed (the start job waits),
+        # or systemd still holds it as the next elapse. Otherwise it was skipped too
+        # (timer stopped, host off without Persistent=true).
+        pending = facts.armed and (facts.last_trigger_us >= due[-1] or
+                                   0 < facts.next_elapse_us <= due[-1])
+        late, missed = pending, missed + (0 if pending else 1)
+    if not (missed or late):
+        return Health("ok", expected)
+    return Health("missed" if missed else "late", expected, (now_us - due[0]) / 1e6, missed)
+
+
+def _monotonic(facts: TimerFacts, now_us: int, grace_us: int) -> Health:
+    deadline = facts.next_elapse_us if facts.armed else facts.remembered_next_us
+    if not deadline or deadline > now_us or _base(facts) >= deadline:
+        return Health("ok", facts.last_trigger_us)
+    if now_us < deadline + grace_us:
+        return Health("ok", deadline)
+    if facts.armed:
+        return Health("late", deadline, (now_us - deadline) / 1e6)
+    periods = [usec for base, usec, _next in facts.monotonic if base in REPEATING and usec > 0]
+    missed = 1 + ((now_us - deadline) // min(periods) if periods else 0)
+    return Health("missed", deadline, (now_us - deadline) / 1e6, missed)
+
+
+def evaluate(facts: TimerFacts, now_us: int, grace_us: int, max_runtime_us: int,
+             run_started_us: int, zone) -> Health:
+    if facts.calendar:
+        health = _calendar(facts, now_us, grace_us, zone)
+    else:
+        health = _monotonic(facts, now_us, grace_us)
+    candidates = {health.state}
+    if facts.running:
+        overrun = max_runtime_us and run_started_us and now_us - run_started_us > max_runtime_us
+        candidates.add("overrun" if overrun else "running")
+    if facts.last_failed:
+        candidates.add("failed")
+    if not facts.armed:
+        candidates.add("inactive")
+    state = next(s for s in PRECEDENCE if s in candidates)
+    return Health(state, health.expected_at_us, health.overdue_s, health.missed_runs)
