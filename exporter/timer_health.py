@@ -25,6 +25,8 @@ class TimerFacts:
     remembered_next_us: int         # the last one seen while armed (a stopped timer has none)
     last_trigger_us: int
     last_run_start_us: int          # newest known start of the service (systemd or memory)
+    service_known: bool             # the activated unit was read (so no start = never ran)
+    start_queued: bool              # the service has a job waiting (After= ordering, ...)
     armed_since_us: int             # when the timer became active, 0 = unknown
     running: bool
     last_failed: bool               # the last run (or start attempt) did not succeed
@@ -39,10 +41,15 @@ class Health:
 
 
 def _base(facts: TimerFacts) -> int:
-    """Runs are looked for after the last known run; a timer that never ran is judged
-    from when it was armed (it may have missed its first run), never from 1970."""
-    return facts.last_run_start_us or facts.last_trigger_us or (
-        facts.armed_since_us if facts.armed else 0)
+    """Runs are looked for after the last known start of the service. A trigger is not a
+    run (a Condition*= or ExecCondition= can skip the service), so the timer's last
+    trigger stands in only when the service could not be read. A timer that never ran
+    is judged from when it was armed (its first run may be missed), never from 1970."""
+    if facts.last_run_start_us:
+        return facts.last_run_start_us
+    if not facts.service_known and facts.last_trigger_us:
+        return facts.last_trigger_us
+    return facts.armed_since_us if facts.armed else 0
 
 
 def _calendar(facts: TimerFacts, now_us: int, grace_us: int, zone) -> Health | None:
@@ -55,11 +62,10 @@ def _calendar(facts: TimerFacts, now_us: int, grace_us: int, zone) -> Health | N
     missed = max(len(due) - 1, 0)
     late = False
     if due and now_us >= due[-1] + grace_us:
-        # systemd may still start the newest one: it has elapsed (the start job waits),
+        # systemd may still start the newest one: its start job waits (After= ordering),
         # or systemd still holds it as the next elapse. Otherwise it was skipped too
-        # (timer stopped, host off without Persistent=true).
-        pending = facts.armed and (facts.last_trigger_us >= due[-1] or
-                                   0 < facts.next_elapse_us <= due[-1])
+        # (timer stopped, host off without Persistent=true, a condition failed).
+        pending = facts.start_queued or (facts.armed and 0 < facts.next_elapse_us <= due[-1])
         late, missed = pending, missed + (0 if pending else 1)
     if not (missed or late):
         return Health("ok", expected)
@@ -72,7 +78,7 @@ def _monotonic(facts: TimerFacts, now_us: int, grace_us: int) -> Health:
         return Health("ok", facts.last_trigger_us)
     if now_us < deadline + grace_us:
         return Health("ok", deadline)
-    if facts.armed:
+    if facts.armed or facts.start_queued:
         return Health("late", deadline, (now_us - deadline) / 1e6)
     periods = [usec for base, usec, _next in facts.monotonic if base in REPEATING and usec > 0]
     missed = 1 + ((now_us - deadline) // min(periods) if periods else 0)

@@ -173,7 +173,8 @@ class TimersCollector:
             monotonic=timer.get("TimersMonotonic", []), armed=armed, next_elapse_us=next_us,
             remembered_next_us=memory.next_elapse_us,
             last_trigger_us=usec_or_zero(timer.get("LastTriggerUSec", 0)),
-            last_run_start_us=memory.last_run_start_us,
+            last_run_start_us=memory.last_run_start_us, service_known=service is not None,
+            start_queued=bool(service and service.job_id and not running),
             armed_since_us=record.armed_since_us if armed else 0,
             running=running, last_failed=self._last_failed(service, memory, running))
         # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.

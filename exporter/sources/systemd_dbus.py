@@ -53,6 +53,7 @@ class UnitRecord:
     active_state: str
     sub_state: str
     properties: dict[str, Any] = field(default_factory=dict)
+    job_id: int = 0  # a queued or running job (e.g. a start waiting for After= units)
 
 
 @dataclass
@@ -238,7 +239,7 @@ class SystemdBus:
         # ListUnitsByNames loads units that are not in memory, so a stopped timer or a
         # never-run service still gets its real load/active/sub state.
         rows = await self._manager("ListUnitsByNames", "as", [names]) if names else []
-        return {row[0]: UnitRecord(row[0], row[2], row[3], row[4]) for row in rows}
+        return {row[0]: UnitRecord(row[0], row[2], row[3], row[4], job_id=row[7]) for row in rows}
 
     async def read_timers(self) -> TimersSnapshot:
         await self._connection()
