@@ -152,7 +152,11 @@ class TimersCollector:
         tags = {"host": self.host, "manager": snapshot.manager, "timer": name,
                 "service": timer.get("Unit", "")}
         next_us = next_elapse_us(timer, now)
-        armed = record.timer.active_state == "active" and next_us > 0
+        # Armed: the timer will elapse again. While its unit runs (or waits to start) a
+        # timer is in sub-state "running" with no next elapse; "elapsed" means done for
+        # good (e.g. OnBootSec= already passed).
+        armed = record.timer.active_state == "active" and record.timer.sub_state in (
+            "waiting", "running")
         if next_us:
             memory.next_elapse_us = next_us
         if armed and not memory.armed_since_us:
