@@ -51,6 +51,29 @@ async def _once(config: Config) -> int:
     return 0
 
 
+async def _status(config: Config, as_json: bool) -> int:
+    """One sample of the timers, shown like `systemctl list-timers` plus health.
+    Exit 0 when every timer is healthy, 1 otherwise, so it can gate a script."""
+    from . import status
+    from .agent import Agent
+    from .schedule import local_zone
+    agent = Agent(build_collectors(config), [], config.agent.hostname)
+    try:
+        now = agent.clock()
+        points = await agent.sample(now)
+        await agent.write([], now)  # keeps the state file (runs seen, last success) current
+    finally:
+        await agent.close()
+    if as_json:
+        print(status.render_json(points, now.realtime_us / 1e6))
+    else:
+        print(status.render_table(points, now.realtime_us / 1e6, status.should_color(sys.stdout),
+                                  local_zone(config.timers.timezone)))
+    # A timer source that could not be read is not "everything healthy".
+    unread = any(p.measurement == "exporter" and not p.fields["success"] for p in points)
+    return 1 if unread else status.exit_code(points)
+
+
 async def _run(config: Config) -> int:
     from .agent import Agent
     outputs = build_outputs(config)
@@ -89,6 +112,9 @@ def parser() -> argparse.ArgumentParser:
                         help="take one sample of every enabled collector, print line protocol")
     commands.add_parser("run", parents=[common],
                         help="sample every interval and write to the configured outputs")
+    status = commands.add_parser("status", parents=[common],
+                                 help="show every timer's health; exit 0 when all are healthy, 1 otherwise")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser("check-config", parents=[common],
                         help="validate the configuration: exit 0 when valid, 2 otherwise")
     return top
@@ -106,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check-config":
         print(f"{config.source}: configuration is valid")
         return 0
+    if args.command == "status":
+        return asyncio.run(_status(config, args.json))
     return asyncio.run(_once(config) if args.command == "once" else _run(config))
 
 

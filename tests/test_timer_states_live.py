@@ -3,6 +3,7 @@ timers, a grace of 1 s (plus AccuracySec=1s, so 2 s in all), real services that 
 fail, hang, wait for another unit or are skipped by a condition."""
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -219,3 +220,33 @@ enabled = true
     last_success_before = max(p.fields["last_success"] for p in first if p.measurement == "systemd_timer")
     first_after = next(p for p in second if p.measurement == "systemd_timer")
     assert first_after.fields["last_success"] >= last_success_before > 0
+
+
+def test_status_shows_a_stopped_backup_as_missed_within_one_sample(user_manager, tmp_path):
+    install(user_manager, "nightly-backup", "ExecStart=/bin/true")
+    env = {**os.environ, "TICK_EXPORTER_TIMERS_BUS": user_manager.bus_address,
+           "TICK_EXPORTER_TIMERS_INCLUDE": "nightly-backup.timer",
+           "TICK_EXPORTER_TIMERS_GRACE": "1s", "TICK_EXPORTER_AGENT_STATE_PATH": str(tmp_path / "s.json")}
+
+    def status(*args):
+        return subprocess.run([sys.executable, "-m", "exporter", "status", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    deadline = time.monotonic() + 15
+    while True:  # the agent has seen it run (and remembers that in its state file)
+        first = status("--json")
+        timer = json.loads(first.stdout)["timers"][0]
+        if timer["last_run_start"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert first.returncode == 0 and timer["state"] == "ok", first.stdout
+    user_manager.systemctl("stop", "nightly-backup.timer")
+    due = (timer["last_run_start"] // 5 + 1) * 5 + 2  # next run + grace (1s + AccuracySec=1s)
+    time.sleep(max(0.0, due - time.time()) + 0.2)
+    shown = status()
+    assert shown.returncode == 1
+    (row,) = [line for line in shown.stdout.splitlines() if "nightly-backup.timer" in line]
+    assert " missed " in row and "\x1b[" not in shown.stdout  # not a terminal: no colour
+    as_json = json.loads(status("--json").stdout)
+    assert as_json["healthy"] is False and as_json["timers"][0]["state"] == "missed"
+    assert as_json["timers"][0]["missed_runs"] >= 1
