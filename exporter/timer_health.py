@@ -27,7 +27,7 @@ class TimerFacts:
     last_run_start_us: int          # newest known start of the service (systemd or memory)
     service_known: bool             # the activated unit was read (so no start = never ran)
     start_queued: bool              # the service has a job waiting (After= ordering, ...)
-    armed_since_us: int             # when the timer became active, 0 = unknown
+    armed_since_us: int             # when the timer was last armed (as the agent saw), 0 = never
     running: bool
     last_failed: bool               # the last run (or start attempt) did not succeed
 
@@ -44,12 +44,13 @@ def _base(facts: TimerFacts) -> int:
     """Runs are looked for after the last known start of the service. A trigger is not a
     run (a Condition*= or ExecCondition= can skip the service), so the timer's last
     trigger stands in only when the service could not be read. A timer that never ran
-    is judged from when it was armed (its first run may be missed), never from 1970."""
+    is judged from when it was last armed (its first run may be missed, even if it was
+    stopped since), never from 1970; one never seen armed has no schedule to miss."""
     if facts.last_run_start_us:
         return facts.last_run_start_us
     if not facts.service_known and facts.last_trigger_us:
         return facts.last_trigger_us
-    return facts.armed_since_us if facts.armed else 0
+    return facts.armed_since_us
 
 
 def _calendar(facts: TimerFacts, now_us: int, grace_us: int, zone) -> Health | None:

@@ -89,6 +89,13 @@ def test_disabled_timer_that_never_ran_stays_inactive():
     assert judge(facts(armed=False), at("2026-11-25 12:00:00")).state == "inactive"
 
 
+def test_timer_stopped_before_its_first_run_is_missed_after_it():
+    f = facts(armed=False, armed_since_us=at("2026-11-24 20:00:00"))
+    assert judge(f, at("2026-11-25 04:04:00")).state == "inactive"
+    health = judge(f, at("2026-11-25 04:06:00"))
+    assert (health.state, health.missed_runs, health.overdue_s) == ("missed", 1, 360.0)
+
+
 def test_armed_timer_that_never_ran_past_its_first_due_time_is_missed():
     # e.g. a Condition*= skipped the service: the timer fired, nothing ran, no job waits
     f = facts(armed_since_us=at("2026-11-24 20:00:00"), last_trigger_us=at("2026-11-25 04:00:00"),

@@ -150,6 +150,23 @@ async def test_skipped(manager, sampler):
 
 
 @live
+async def test_neverfired(manager, sampler):
+    # Armed, then stopped before it ever elapsed: once its first due time + grace has
+    # passed it is missed, not silently "new".
+    while time.time() % 5 > 1:  # start just after an elapse, so it cannot fire first
+        await asyncio.sleep(0.1)
+    install(manager, "neverfired", "ExecStart=/bin/true")
+    armed = await sampler.sample()
+    manager.systemctl("stop", "neverfired.timer")
+    assert armed["neverfired.timer"]["state"] == "ok"
+    assert armed["neverfired.timer"]["last_trigger"] == 0
+    assert (await sampler.sample())["neverfired.timer"]["state"] == "inactive"
+    fields = await sampler.until("neverfired.timer", lambda f: f["state"] == "missed")
+    assert fields["last_trigger"] == 0 and fields["last_run_start"] == 0
+    assert fields["missed_runs"] == 1 and fields["overdue_s"] >= 2
+
+
+@live
 async def test_blocked(manager, sampler):
     # The service's start job waits behind another unit (After=): due, not started: late.
     manager.write_unit("blocker.service", "[Service]\nType=oneshot\nExecStart=/bin/sleep 600\n")

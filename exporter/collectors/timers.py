@@ -159,7 +159,7 @@ class TimersCollector:
             "waiting", "running")
         if next_us:
             memory.next_elapse_us = next_us
-        if armed and not memory.armed_since_us:
+        if armed and record.armed_since_us:
             memory.armed_since_us = record.armed_since_us
         fields = timer_fields(record, next_us, now)
         running, run_started, new_runs = False, 0, []
@@ -179,7 +179,7 @@ class TimersCollector:
             last_trigger_us=usec_or_zero(timer.get("LastTriggerUSec", 0)),
             last_run_start_us=memory.last_run_start_us, service_known=service is not None,
             start_queued=bool(service and service.job_id and not running),
-            armed_since_us=record.armed_since_us if armed else 0,
+            armed_since_us=memory.armed_since_us,
             running=running, last_failed=self._last_failed(service, memory, running))
         # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
         grace_us = (int(self.config.grace_for(name) * 1e6) + timer.get("AccuracyUSec", 0)
