@@ -6,11 +6,13 @@ raw D-Bus properties; everything here is a function of them, the agent's memory
 (exporter.state) and the sample clock.
 """
 
+from dataclasses import replace
+
 from ..clock import Now
 from ..config import TimersConfig
 from ..durations import format_timespan_usec
 from ..point import Point
-from ..schedule import local_zone
+from ..schedule import ScheduleError, local_zone
 from ..sources.systemd_dbus import RunRecord, run_from
 from ..state import StateFile, TimerMemory
 from ..timer_health import HEALTHY, TimerFacts, evaluate
@@ -184,8 +186,15 @@ class TimersCollector:
         # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
         grace_us = (int(self.config.grace_for(name) * 1e6) + timer.get("AccuracyUSec", 0)
                     + timer.get("RandomizedDelayUSec", 0))
-        health = evaluate(facts, now.realtime_us, grace_us,
-                          int(self.config.max_runtime_for(name) * 1e6), run_started, self.zone)
+        max_runtime_us = int(self.config.max_runtime_for(name) * 1e6)
+        try:
+            health = evaluate(facts, now.realtime_us, grace_us, max_runtime_us, run_started, self.zone)
+        except ScheduleError as err:
+            # A spec oncalendar cannot evaluate (systemd accepts a few it does not, see
+            # tests/test_schedule_systemd.py): judge by systemd's own next elapse instead.
+            fields["schedule_error"] = str(err)
+            health = evaluate(replace(facts, calendar=[]), now.realtime_us, grace_us,
+                              max_runtime_us, run_started, self.zone)
         fields.update(
             state=health.state, healthy=health.state in HEALTHY,
             expected_at=to_unix_s(health.expected_at_us), overdue_s=health.overdue_s,
