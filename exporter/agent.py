@@ -1,5 +1,5 @@
 """The agent: samples every collector in isolation, adds its own `exporter` points,
-and fans each sample out to the outputs.
+spools each sample for the durable outputs and hands it to the immediate ones.
 
 One collector failing (bus gone, permission denied, a bug) never stops the others: its
 failure becomes an `exporter` point with success=false and the error text, as
@@ -11,24 +11,33 @@ import logging
 import math
 import time
 
+from . import __version__, selfstats
 from .clock import Now
 from .point import Point, to_line_protocol
 
 log = logging.getLogger("tick_exporter")
 
 
-def self_point(host: str, component: str, now: Now, success: bool, duration_s: float,
-               points: int, error: str = "") -> Point:
-    fields = {"success": success, "duration_s": duration_s, "points": points}
-    if error:
-        fields["last_error"] = error
+def self_point(host: str, component: str, now: Now, fields: dict) -> Point:
     return Point("exporter", {"host": host, "component": component}, fields, now.time_ns)
 
 
+def outcome(success: bool, duration_s: float, points: int, error: str = "") -> dict:
+    fields = {"success": success, "duration_s": duration_s, "points": points,
+              "errors": 0 if success else 1}
+    if error:
+        fields["last_error"] = error
+    return fields
+
+
 class Agent:
-    def __init__(self, collectors, outputs, host: str, clock=Now.read):
+    """collectors: see exporter.collectors; outputs: written directly each sample
+    (stdout); workers: DeliveryWorkers fed from `spool` (InfluxDB)."""
+
+    def __init__(self, collectors, outputs, host: str, clock=Now.read, spool=None, workers=()):
         self.collectors, self.outputs, self.host, self.clock = collectors, outputs, host, clock
-        self._output_points: list[Point] = []  # results of the last write, sent next sample
+        self.spool, self.workers = spool, list(workers)
+        self._output_points: list[Point] = []  # results of the last direct write
 
     async def _collect_one(self, collector, now: Now) -> list[Point]:
         started = time.perf_counter()
@@ -37,10 +46,16 @@ class Agent:
         except Exception as err:  # isolation: any failure is data, not a crash
             text = str(err) or type(err).__name__
             log.error("collector %s failed: %s", collector.name, text)
-            return [self_point(self.host, collector.name, now, False,
-                               time.perf_counter() - started, 0, text)]
-        duration = time.perf_counter() - started
-        return points + [self_point(self.host, collector.name, now, True, duration, len(points))]
+            return [self_point(self.host, collector.name, now,
+                               outcome(False, time.perf_counter() - started, 0, text))]
+        fields = outcome(True, time.perf_counter() - started, len(points))
+        return points + [self_point(self.host, collector.name, now, fields)]
+
+    def _heartbeat(self, now: Now) -> Point:
+        """`up`: what alerts use to tell "agent down" from "all quiet"."""
+        return self_point(self.host, "agent", now, {
+            "up": True, "version": __version__, "rss_bytes": selfstats.rss_bytes(),
+            "cpu_s": selfstats.cpu_seconds()})
 
     async def sample(self, now: Now | None = None) -> list[Point]:
         now = now or self.clock()
@@ -48,6 +63,9 @@ class Agent:
         points, self._output_points = self._output_points, []
         for result in results:
             points += result
+        points += [self_point(self.host, w.name, now, w.self_fields(now.time_ns))
+                   for w in self.workers]
+        points.append(self._heartbeat(now))
         return points
 
     async def _write_one(self, output, text: str, count: int, now: Now) -> None:
@@ -56,30 +74,49 @@ class Agent:
             await asyncio.to_thread(output.write, text)
         except Exception as err:
             log.error("output %s failed: %s", output.name, err)
-            point = self_point(self.host, output.name, now, False,
-                               time.perf_counter() - started, 0, str(err))
+            fields = outcome(False, time.perf_counter() - started, 0, str(err))
         else:
-            point = self_point(self.host, output.name, now, True,
-                               time.perf_counter() - started, count)
-        self._output_points.append(point)
+            fields = outcome(True, time.perf_counter() - started, count)
+        self._output_points.append(self_point(self.host, output.name, now, fields))
 
     async def write(self, points: list[Point], now: Now) -> None:
         text = to_line_protocol(points)
+        if self.spool is not None and self.workers:
+            # On disk (fsync) before any output may acknowledge it.
+            self.spool.append(text, now.time_ns)
+            for worker in self.workers:
+                worker.notify()
         await asyncio.gather(*(self._write_one(o, text, len(points), now) for o in self.outputs))
-        for collector in self.collectors:  # what was written is now remembered
+        for collector in self.collectors:  # what was spooled and written is now remembered
             save = getattr(collector, "save", None)
             if save:
                 save()
 
-    async def run(self, interval: float, stop: asyncio.Event) -> None:
-        """Sample on a drift-free schedule aligned to multiples of `interval` (as Telegraf's
-        round_interval), until `stop` is set."""
+    async def run(self, interval: float, stop: asyncio.Event, triggers=None) -> None:
+        """Sample until `stop` is set: on a drift-free schedule aligned to multiples of
+        `interval` (as Telegraf's round_interval), or once per item of the async
+        iterator `triggers` (Telegraf execd's signal = "STDIN")."""
+        done = asyncio.Event()
+        delivering = [asyncio.create_task(w.run(done)) for w in self.workers]
+        try:
+            if triggers is None:
+                await self._tick(interval, stop)
+            else:
+                await self._on_triggers(triggers, stop)
+        finally:
+            done.set()  # workers make one last pass over what is pending, then stop
+            await asyncio.gather(*delivering)
+
+    async def _take_sample(self) -> None:
+        now = self.clock()
+        await self.write(await self.sample(now), now)
+
+    async def _tick(self, interval: float, stop: asyncio.Event) -> None:
         next_tick = math.ceil(time.time() / interval) * interval
         while not stop.is_set():
             if await _sleep_until(next_tick, stop):
                 break
-            now = self.clock()
-            await self.write(await self.sample(now), now)
+            await self._take_sample()
             next_tick += interval
             late = time.time() - next_tick
             if late > 0:  # a sample overran: skip the ticks it covered, keep the phase
@@ -87,14 +124,22 @@ class Agent:
                 log.warning("sample took longer than the interval; skipping %d tick(s)", skipped)
                 next_tick += skipped * interval
 
+    async def _on_triggers(self, triggers, stop: asyncio.Event) -> None:
+        async for _ in triggers:
+            if stop.is_set():
+                break
+            await self._take_sample()
+
     async def close(self) -> None:
         for collector in self.collectors:
             try:
                 await collector.close()
             except Exception as err:
                 log.warning("closing collector %s: %s", collector.name, err)
-        for output in self.outputs:
+        for output in self.outputs + [w.output for w in self.workers]:
             output.close()
+        if self.spool is not None:
+            self.spool.close()
 
 
 async def _sleep_until(wall_time: float, stop: asyncio.Event) -> bool:

@@ -1,4 +1,4 @@
-"""Command line: `tick-exporter once | run | check-config`.
+"""Command line: `tick-exporter once | run | status | check-config`.
 
 Exit status: 0 success, 2 bad configuration or usage (every problem listed on stderr).
 """
@@ -6,6 +6,7 @@ Exit status: 0 success, 2 bad configuration or usage (every problem listed on st
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -28,15 +29,38 @@ def build_collectors(config: Config) -> list:
     return collectors
 
 
-def build_outputs(config: Config) -> list:
-    outputs = []
-    if config.stdout.enabled:
+def enabled_outputs(config: Config, chosen: list[str] | None) -> set[str]:
+    """`run --output NAME` (repeatable) picks the outputs, else their `enabled` keys."""
+    if chosen:
+        return set(chosen)
+    return {name for name, on in (("stdout", config.stdout.enabled),
+                                  ("influxdb", config.influxdb.enabled)) if on}
+
+
+def build_delivery(config: Config, names: set[str]):
+    """(direct outputs, spool, delivery workers). stdout is written as each sample is
+    taken; InfluxDB is fed from the spool by its own worker, so a slow or absent
+    server never delays stdout nor loses data."""
+    direct, workers, spool = [], [], None
+    if "stdout" in names:
         from .outputs.stdout import StdoutOutput
-        outputs.append(StdoutOutput())
-    if config.influxdb.enabled:
+        direct.append(StdoutOutput())
+    if "influxdb" in names:
+        from .delivery import DeliveryWorker
         from .outputs.influxdb import InfluxDBOutput
-        outputs.append(InfluxDBOutput(config.influxdb))
-    return outputs
+        spool = open_spool(config, ["influxdb"])
+        rejected = os.path.join(config.spool.path, "rejected-influxdb.lp")
+        workers.append(DeliveryWorker(InfluxDBOutput(config.influxdb), spool, config.influxdb,
+                                      rejected))
+    return direct, spool, workers
+
+
+def open_spool(config: Config, consumers: list[str]):
+    if config.spool.enabled:
+        from .spool import Spool
+        return Spool(config.spool.path, config.spool.max_bytes, consumers)
+    from .memspool import MemorySpool
+    return MemorySpool(config.spool.max_bytes, consumers)
 
 
 async def _once(config: Config) -> int:
@@ -74,29 +98,52 @@ async def _status(config: Config, as_json: bool) -> int:
     return 1 if unread else status.exit_code(points)
 
 
-async def _run(config: Config) -> int:
+async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:
     from .agent import Agent
-    outputs = build_outputs(config)
-    agent = Agent(build_collectors(config), outputs, config.agent.hostname)
+    direct, spool, workers = build_delivery(config, outputs)
+    agent = Agent(build_collectors(config), direct, config.agent.hostname, spool=spool,
+                  workers=workers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info("started: interval %gs, outputs %s, config %s", config.agent.interval,
-             ", ".join(o.name for o in outputs), config.source)
+    log.info("started: %s, outputs %s, config %s",
+             "a sample per line on stdin" if on_stdin else f"interval {config.agent.interval:g}s",
+             ", ".join(sorted(outputs)), config.source)
     try:
-        await agent.run(config.agent.interval, stop)
+        triggers = stdin_lines(stop) if on_stdin else None
+        await agent.run(config.agent.interval, stop, triggers)
     finally:
         await agent.close()
     log.info("stopped")
     return 0
 
 
-def _load(path: str | None, require_output: bool) -> Config:
+async def stdin_lines(stop: asyncio.Event):
+    """One item per line read on stdin (Telegraf execd's signal = "STDIN"); ends at EOF,
+    when Telegraf closes our stdin, or when `stop` is set."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            line = asyncio.ensure_future(reader.readline())
+            await asyncio.wait({line, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() or not line.done() or not line.result():
+                line.cancel()
+                return
+            yield line.result()
+    finally:
+        stopping.cancel()
+
+
+def _load(path: str | None, outputs: list[str] | None) -> Config:
+    """outputs: None when the command writes nowhere but stdout."""
     config = load_config(path)
-    if require_output and not (config.stdout.enabled or config.influxdb.enabled):
+    if outputs is not None and not enabled_outputs(config, outputs):
         raise ConfigError(["output: no output is enabled (set output.stdout.enabled or "
-                           "output.influxdb.enabled)"])
+                           "output.influxdb.enabled, or pass --output)"])
     return config
 
 
@@ -110,8 +157,13 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("once", parents=[common],
                         help="take one sample of every enabled collector, print line protocol")
-    commands.add_parser("run", parents=[common],
-                        help="sample every interval and write to the configured outputs")
+    run = commands.add_parser("run", parents=[common],
+                              help="sample every interval and write to the configured outputs")
+    run.add_argument("--output", action="append", choices=("stdout", "influxdb"),
+                     help="write to this output (repeatable); default: the enabled ones")
+    run.add_argument("--signal", choices=("interval", "stdin"), default="interval",
+                     help='"stdin": sample once per line read on stdin and exit at EOF '
+                          '(Telegraf inputs.execd with signal = "STDIN")')
     status = commands.add_parser("status", parents=[common],
                                  help="show every timer's health; exit 0 when all are healthy, 1 otherwise")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -124,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.setup(args.log_format, args.log_level)
     try:
-        config = _load(args.config, require_output=args.command == "run")
+        config = _load(args.config, (args.output or []) if args.command == "run" else None)
     except ConfigError as err:
         for problem in err.problems:
             print(f"config error: {problem}", file=sys.stderr)
@@ -134,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return asyncio.run(_status(config, args.json))
-    return asyncio.run(_once(config) if args.command == "once" else _run(config))
+    if args.command == "once":
+        return asyncio.run(_once(config))
+    return asyncio.run(_run(config, enabled_outputs(config, args.output), args.signal == "stdin"))
 
 
 if __name__ == "__main__":

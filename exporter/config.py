@@ -7,6 +7,7 @@ Unknown keys are errors: a typo must never silently fall back to a default.
 
 import json
 import os
+import re
 import socket
 import tomllib
 from dataclasses import dataclass, field
@@ -68,6 +69,28 @@ def _globs(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise ValueError(f"{_show(value)} is not a list of glob patterns")
     return value
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{_show(value)} is not a positive integer")
+    return value
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def _size(value: Any) -> int:
+    """Bytes: 33554432, "32MiB", "50MB"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", value if isinstance(value, str) else "")
+    if not match or match.group(2).upper() not in _SIZE_UNITS or float(match.group(1)) <= 0:
+        raise ValueError(f"{_show(value)} is not a size (e.g. \"32MiB\")")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
 
 
 def _zone(value: Any) -> str:
@@ -156,6 +179,11 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "output.stdout": {
         "enabled": (_bool, False),
     },
+    "spool": {
+        "enabled": (_bool, True),  # false: an in-memory queue (lost on restart)
+        "path": (_str, "/var/lib/tick-exporter/spool"),
+        "max_bytes": (_size, "32MiB"),
+    },
     "output.influxdb": {
         "enabled": (_bool, False),
         "url": (_url, "http://127.0.0.1:8086"),
@@ -168,6 +196,11 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "username": (_str, ""),
         "password": (_str, ""),
         "timeout": (_positive_duration, "10s"),
+        "batch_size": (_positive_int, 5000),  # points per write when a backlog drains
+        "flush_interval": (_positive_duration, "1s"),  # look at the spool at least this often
+        "retry_initial": (_positive_duration, "1s"),  # first retry delay, doubled each time
+        "retry_max": (_positive_duration, "60s"),  # longest retry delay
+        "gzip": (_bool, False),
     },
 }
 
@@ -208,6 +241,13 @@ class StdoutConfig:
 
 
 @dataclass(frozen=True)
+class SpoolConfig:
+    enabled: bool
+    path: str
+    max_bytes: int
+
+
+@dataclass(frozen=True)
 class InfluxDBConfig:
     enabled: bool
     url: str
@@ -220,6 +260,11 @@ class InfluxDBConfig:
     username: str
     password: str
     timeout: float
+    batch_size: int
+    flush_interval: float
+    retry_initial: float
+    retry_max: float
+    gzip: bool
 
     @property
     def v2_bucket(self) -> str:
@@ -238,6 +283,7 @@ class Config:
     timers: TimersConfig
     stdout: StdoutConfig
     influxdb: InfluxDBConfig
+    spool: SpoolConfig
     source: str = field(default="(defaults)")
 
 
@@ -335,5 +381,6 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
         timers=TimersConfig(**sections["timers"]),
         stdout=StdoutConfig(**sections["output.stdout"]),
         influxdb=InfluxDBConfig(**sections["output.influxdb"]),
+        spool=SpoolConfig(**sections["spool"]),
         source=path or "(defaults)",
     )

@@ -25,7 +25,8 @@ def victoria():
 
 @pytest.fixture(autouse=True)
 def private_state_file(tmp_path, monkeypatch):
-    """Every agent a test starts keeps its state file in the test's own temp dir."""
+    """Every agent a test starts keeps its state file and spool in the test's own temp dir."""
     path = tmp_path / "agent-state" / "state.json"
     monkeypatch.setenv("TICK_EXPORTER_AGENT_STATE_PATH", str(path))
+    monkeypatch.setenv("TICK_EXPORTER_SPOOL_PATH", str(tmp_path / "agent-spool"))
     return path

@@ -33,7 +33,8 @@ def test_once_prints_a_point_per_timer(user_manager):
     for line in listed.splitlines():
         unit = next(word for word in line.split() if word.endswith(".timer"))
         assert unit in timers, unit
-    (self_point,) = [p for p in points if p.measurement == "exporter"]
+    (self_point,) = [p for p in points if p.measurement == "exporter"
+                     and p.tags["component"] == "timers"]
     assert self_point.tags == {"host": "h1", "component": "timers"}
     assert self_point.fields["success"] is True and self_point.fields["points"] == len(timers)
     assert {p.tags["host"] for p in points} == {"h1"}
@@ -44,7 +45,8 @@ def test_once_without_a_bus_reports_the_failure_as_data(tmp_path):
     missing = tmp_path / "no-such-bus"
     result = cli("once", env={"TICK_EXPORTER_TIMERS_BUS": f"unix:path={missing}"})
     assert result.returncode == 0
-    (point,) = parse(result.stdout)
+    point, heartbeat = parse(result.stdout)
+    assert heartbeat.tags["component"] == "agent" and heartbeat.fields["up"] is True
     assert point.measurement == "exporter" and point.tags["component"] == "timers"
     assert point.fields["success"] is False and point.fields["points"] == 0
     assert str(missing) in point.fields["last_error"]
@@ -69,7 +71,7 @@ def test_once_with_a_socket_that_is_not_dbus(tmp_path):
     finally:
         server.close()
     assert proc.returncode == 0, err
-    (point,) = parse(out)
+    point = parse(out)[0]
     assert point.fields["success"] is False and point.fields["last_error"]
 
 

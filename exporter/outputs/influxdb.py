@@ -6,12 +6,13 @@ Both send the same line-protocol bytes, timestamps in nanoseconds.
 """
 
 import base64
+import gzip
 import urllib.error
 import urllib.parse
 import urllib.request
 
 from ..config import InfluxDBConfig
-from . import OutputError
+from . import OutputError, parse_retry_after
 
 
 def _v1_writer(config: InfluxDBConfig):
@@ -20,18 +21,24 @@ def _v1_writer(config: InfluxDBConfig):
         query["rp"] = config.retention_policy
     url = f"{config.url}/write?{urllib.parse.urlencode(query)}"
     headers = {"Content-Type": "text/plain; charset=utf-8"}
+    if config.gzip:
+        headers["Content-Encoding"] = "gzip"
     if config.username:
         credentials = f"{config.username}:{config.password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
 
     def write(text: str) -> None:
-        request = urllib.request.Request(url, data=text.encode(), headers=headers, method="POST")
+        body = text.encode()
+        if config.gzip:
+            body = gzip.compress(body)
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=config.timeout):
                 return
         except urllib.error.HTTPError as err:
             body = err.read().decode(errors="replace").strip()
-            raise OutputError(f"HTTP {err.code} from {config.url}/write: {body}") from err
+            raise OutputError(f"HTTP {err.code} from {config.url}/write: {body}", err.code,
+                              parse_retry_after(err.headers.get("Retry-After"))) from err
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise OutputError(f"cannot reach {config.url}: {reason}") from err
@@ -46,8 +53,11 @@ def _v2_writer(config: InfluxDBConfig):
     from influxdb_client.client.write_api import SYNCHRONOUS
     from influxdb_client.rest import ApiException
 
+    # Retries are the DeliveryWorker's (the spool makes them survive restarts), so the
+    # client makes one attempt per write.
     client = InfluxDBClient(url=config.url, token=config.v2_token, org=config.org or "-",
-                            timeout=int(config.timeout * 1000))
+                            timeout=int(config.timeout * 1000), enable_gzip=config.gzip,
+                            retries=False)
     api = client.write_api(write_options=SYNCHRONOUS)
 
     def write(text: str) -> None:
@@ -55,8 +65,11 @@ def _v2_writer(config: InfluxDBConfig):
             api.write(bucket=config.v2_bucket, org=config.org or "-", record=text,
                       write_precision=WritePrecision.NS)
         except ApiException as err:
+            body = err.body.decode(errors="replace") if isinstance(err.body, bytes) else err.body
+            headers = err.headers or {}
             raise OutputError(f"HTTP {err.status} from {config.url}/api/v2/write: "
-                              f"{(err.body or err.reason or '').strip()}") from err
+                              f"{(body or err.reason or '').strip()}", err.status,
+                              parse_retry_after(headers.get("Retry-After"))) from err
         except Exception as err:  # urllib3 raises its own connection errors
             raise OutputError(f"cannot reach {config.url}: {err}") from err
 

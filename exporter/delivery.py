@@ -1,0 +1,165 @@
+"""Delivery of spooled samples to one durable output (InfluxDB), loss-free.
+
+A DeliveryWorker reads the oldest unacknowledged batch of its output from the spool,
+writes it, and acknowledges it only after the server accepted it. So:
+- server down or overloaded (no answer, 5xx, 429): retry the same batch with exponential
+  backoff and jitter, or after the server's Retry-After; the spool grows meanwhile;
+- a batch rejected for good (400 malformed line or field type conflict, 413 too large):
+  split in halves until the bad lines are isolated; those are logged, counted and moved
+  aside to a file, the good ones land;
+- 401/403: stop writing to this output and say so; the spool keeps the data.
+Points keep their sample timestamps, so a batch re-sent after a crash overwrites the
+identical points: at-least-once delivery gives exactly-once data in InfluxDB.
+"""
+
+import asyncio
+import logging
+import os
+import random
+import time
+
+from .outputs import OutputError
+
+log = logging.getLogger("tick_exporter.delivery")
+
+
+class Backoff:
+    """Delays of initial * 2^n, capped at maximum, each with jitter: a random 50-100 %
+    of it, so many agents restarting together do not hammer the server in step."""
+
+    def __init__(self, initial: float, maximum: float, rand=random.random):
+        self.initial, self.maximum, self.rand, self.failures = initial, maximum, rand, 0
+
+    def next(self) -> float:
+        delay = min(self.maximum, self.initial * 2 ** self.failures)
+        self.failures += 1
+        return delay * (0.5 + self.rand() / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class Stopped(Exception):
+    """The output refused our credentials (401/403)."""
+
+
+class DeliveryWorker:
+    def __init__(self, output, spool, config, rejected_path: str):
+        self.output, self.spool, self.config = output, spool, config
+        self.name = output.name
+        self.rejected_path = rejected_path
+        self.backoff = Backoff(config.retry_initial, config.retry_max)
+        self.wake = asyncio.Event()
+        self.stopped_reason = ""
+        # Cumulative counters, and what happened since the last self-point.
+        self.written_points = self.write_errors = self.rejected_points = 0
+        self.period_points = self.period_errors = 0
+        self.last_error, self.last_ok, self.last_duration = "", True, 0.0
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set; then one last pass over what is pending."""
+        try:
+            while not stop.is_set():
+                self.wake.clear()  # before reading: a sample spooled from now on wakes us
+                if not await self._deliver_pending(stop):
+                    await self._wait(stop, self.config.flush_interval, self.wake)
+            await self._deliver_pending(stop, final=True)
+        except Stopped as err:
+            self.stopped_reason = str(err)
+            log.error("output %s: %s; writing to it stopped, the spool keeps its data",
+                      self.name, err)
+
+    async def _deliver_pending(self, stop: asyncio.Event, final: bool = False) -> bool:
+        """Write and acknowledge batches while there are any; False when none was pending."""
+        delivered = False
+        while (batch := self.spool.read(self.name, self.config.batch_size)) is not None:
+            if not await self._deliver(batch.text, stop, final):
+                return delivered  # stopping with this batch unsent: it stays spooled
+            self.spool.ack(self.name, batch)
+            delivered = True
+        return delivered
+
+    async def _deliver(self, text: str, stop: asyncio.Event, final: bool) -> bool:
+        """True once every line of `text` landed or was rejected for good."""
+        while True:
+            error = await self._attempt(text)
+            if error is None:
+                return True
+            if error.kind == "auth":
+                raise Stopped(f"HTTP {error.status}: {error}")
+            if error.kind == "reject":
+                return await self._split(text, error, stop, final)
+            if final or stop.is_set():
+                return False
+            delay = error.retry_after if error.retry_after is not None else self.backoff.next()
+            log.warning("output %s: %s; retrying in %.1fs", self.name, error, delay)
+            if await self._wait(stop, delay):  # new data does not cut a backoff short
+                return False
+
+    async def _split(self, text: str, error: OutputError, stop, final) -> bool:
+        lines = text.splitlines(keepends=True)
+        if len(lines) == 1:
+            self._reject(lines[0], error)
+            return True
+        middle = len(lines) // 2
+        for half in ("".join(lines[:middle]), "".join(lines[middle:])):
+            if not await self._deliver(half, stop, final):
+                return False
+        return True
+
+    async def _attempt(self, text: str) -> OutputError | None:
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(self.output.write, text)
+        except OutputError as err:
+            self.last_duration = time.perf_counter() - started
+            self.write_errors += 1
+            self.period_errors += 1
+            self.last_error, self.last_ok = str(err), False
+            return err
+        self.last_duration = time.perf_counter() - started
+        points = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+        self.written_points += points
+        self.period_points += points
+        self.last_ok = True
+        self.backoff.reset()
+        return None
+
+    def _reject(self, line: str, error: OutputError) -> None:
+        """Move a line the server will never take aside, with the reason, as a comment
+        line (line protocol allows them), so it can be fixed and replayed by hand."""
+        self.rejected_points += 1
+        log.error("output %s rejected a line for good (%s): %s", self.name, error, line.strip())
+        try:
+            os.makedirs(os.path.dirname(self.rejected_path) or ".", exist_ok=True)
+            with open(self.rejected_path, "a", encoding="utf-8") as handle:
+                handle.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
+                             f"{' '.join(str(error).split())}\n{line}")
+        except OSError as err:
+            log.error("cannot keep the rejected line in %s: %s", self.rejected_path, err)
+
+    @staticmethod
+    async def _wait(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> bool:
+        """Sleep up to `seconds` or until `wake` is set; True when `stop` is set."""
+        waits = [asyncio.ensure_future(event.wait()) for event in (stop, wake) if event]
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        return stop.is_set()
+
+    def self_fields(self, now_ns: int) -> dict:
+        """The `exporter` fields for this output (docs/metrics.md), since the last call."""
+        fields = {"success": self.last_ok and not self.stopped_reason,
+                  "duration_s": self.last_duration, "points": self.period_points,
+                  "errors": self.period_errors, "written_points": self.written_points,
+                  "write_errors": self.write_errors, "rejected_points": self.rejected_points}
+        fields.update(self.spool.stats(self.name, now_ns))
+        if self.stopped_reason or not self.last_ok:
+            fields["last_error"] = self.stopped_reason or self.last_error
+        self.period_points = self.period_errors = 0
+        return fields
