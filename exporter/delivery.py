@@ -73,42 +73,44 @@ class DeliveryWorker:
                       self.name, err)
 
     async def _deliver_pending(self, stop: asyncio.Event, final: bool = False) -> bool:
-        """Write and acknowledge batches while there are any; False when none was pending."""
-        delivered = False
-        while (batch := self.spool.read(self.name, self.config.batch_size)) is not None:
-            if not await self._deliver(batch.text, stop, final):
-                return delivered  # stopping with this batch unsent: it stays spooled
-            self.spool.ack(self.name, batch)
-            delivered = True
-        return delivered
+        """Write and acknowledge batches while there are any; False when none was pending.
 
-    async def _deliver(self, text: str, stop: asyncio.Event, final: bool) -> bool:
-        """True once every line of `text` landed or was rejected for good."""
-        while True:
-            error = await self._attempt(text)
+        After a failed write the batch is read again from the spool, not kept in memory:
+        if the spool dropped its oldest records meanwhile (full during a long outage),
+        they are gone for good and counted as dropped, never sent behind the count's back.
+        """
+        pending = False
+        while (batch := self.spool.read(self.name, self.config.batch_size)) is not None:
+            pending = True
+            error = await self._deliver(batch.text)
             if error is None:
-                return True
-            if error.kind == "auth":
-                raise Stopped(f"HTTP {error.status}: {error}")
-            if error.kind == "reject":
-                return await self._split(text, error, stop, final)
+                self.spool.ack(self.name, batch)
+                continue
             if final or stop.is_set():
-                return False
+                break  # stopping with this batch unsent: it stays spooled
             delay = error.retry_after if error.retry_after is not None else self.backoff.next()
             log.warning("output %s: %s; retrying in %.1fs", self.name, error, delay)
             if await self._wait(stop, delay):  # new data does not cut a backoff short
-                return False
+                break
+        return pending
 
-    async def _split(self, text: str, error: OutputError, stop, final) -> bool:
+    async def _deliver(self, text: str) -> OutputError | None:
+        """None once every line of `text` landed or was rejected for good; else the
+        error to retry after."""
+        error = await self._attempt(text)
+        if error is None or error.kind == "retry":
+            return error
+        if error.kind == "auth":
+            raise Stopped(f"HTTP {error.status}: {error}")
         lines = text.splitlines(keepends=True)
         if len(lines) == 1:
             self._reject(lines[0], error)
-            return True
-        middle = len(lines) // 2
+            return None
+        middle = len(lines) // 2  # isolate the bad lines; the halves that are fine land
         for half in ("".join(lines[:middle]), "".join(lines[middle:])):
-            if not await self._deliver(half, stop, final):
-                return False
-        return True
+            if (error := await self._deliver(half)) is not None:
+                return error
+        return None
 
     async def _attempt(self, text: str) -> OutputError | None:
         started = time.perf_counter()

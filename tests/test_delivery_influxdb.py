@@ -121,9 +121,10 @@ def test_outage_and_kill_9_lose_and_duplicate_nothing(influx, user_manager, tmp_
 
 
 def test_field_type_conflict_rejects_only_the_bad_lines(influx, user_manager, tmp_path):
-    # The database already holds exporter.duration_s as a string: every line the agent
-    # writes with a float duration_s conflicts; everything else must land.
-    influx.write('exporter,host=conflict,component=old duration_s="slow" 1000000000', DB)
+    # The database already holds exporter.duration_s as a string (in the current shard:
+    # InfluxDB types fields per shard): every line the agent writes with a float
+    # duration_s conflicts; everything else must land.
+    influx.write(f'exporter,host=conflict,component=old duration_s="slow" {time.time_ns()}', DB)
     config = agent_config(tmp_path, influx, user_manager.bus_address, "conflict")
     proc = start_agent(config)
     time.sleep(4)
@@ -146,10 +147,10 @@ def test_field_type_conflict_rejects_only_the_bad_lines(influx, user_manager, tm
 
 def test_small_spool_drops_the_oldest_and_counts_them(influx, user_manager, tmp_path):
     config = agent_config(tmp_path, influx, user_manager.bus_address, "capped",
-                          'max_bytes = "6KiB"')
+                          'max_bytes = "2KiB"')
     influx.stop()
     proc = start_agent(config)
-    time.sleep(8)                      # ~8 samples of ~1 KiB each: the oldest must go
+    time.sleep(8)                      # ~8 samples of ~0.5 KiB each: the oldest must go
     influx.start()
     time.sleep(4)
     printed, _ = finish(proc)
@@ -158,7 +159,8 @@ def test_small_spool_drops_the_oldest_and_counts_them(influx, user_manager, tmp_
     stored = set(stored_heartbeats(influx, "capped"))
     missing = [b for b in blocks if b[-1].time_ns not in stored]
     assert missing, "nothing was dropped: the cap did not bite"
-    assert missing == blocks[:len(missing)]      # the oldest, and only the oldest
+    order = [b[-1].time_ns in stored for b in blocks]
+    assert missing == blocks[:len(missing)], order  # the oldest, and only the oldest
     dropped = max(p.fields["dropped_points"] for p in printed if p.tags.get("component") == "influxdb")
     assert dropped == sum(len(b) for b in missing)
 
