@@ -100,7 +100,11 @@ async def _status(config: Config, as_json: bool) -> int:
 
 async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:
     from .agent import Agent
-    direct, spool, workers = build_delivery(config, outputs)
+    try:
+        direct, spool, workers = build_delivery(config, outputs)
+    except (OSError, RuntimeError) as err:  # spool directory unwritable, or another agent holds it (SpoolInUse)
+        log.error("cannot open the spool: %s", err)
+        return 1
     agent = Agent(build_collectors(config), direct, config.agent.hostname, spool=spool,
                   workers=workers)
     stop = asyncio.Event()

@@ -110,3 +110,23 @@ enabled = true
         assert stamp % 1_000_000_000 < 300_000_000, stamp
     gaps = {round((b - a) / 1e9) for a, b in zip(samples, samples[1:])}
     assert gaps == {1}
+
+
+def test_second_agent_on_the_same_spool_is_refused(tmp_path):
+    spool = tmp_path / "shared-spool"
+    env = {**os.environ, "TICK_EXPORTER_SPOOL_PATH": str(spool), "TICK_EXPORTER_TIMERS_ENABLED": "false",
+           "TICK_EXPORTER_OUTPUT_INFLUXDB_API": "v1", "TICK_EXPORTER_OUTPUT_INFLUXDB_URL": "http://127.0.0.1:9"}
+    first = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--output", "influxdb"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while not (spool / "lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        second = subprocess.run([sys.executable, "-m", "exporter", "run", "--output", "influxdb"],
+                                env=env, capture_output=True, text=True, timeout=30)
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
+    assert second.returncode == 1
+    assert "cannot open the spool" in second.stderr and "in use" in second.stderr

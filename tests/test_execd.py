@@ -63,3 +63,4 @@ def test_execd_samples_once_per_stdin_line_and_exits_at_eof(user_manager, tmp_pa
         assert any(p.measurement == "exporter" and p.tags["component"] == "timers" for p in points)
     assert stamps == sorted(set(stamps))
     assert "stopped" in proc.stderr.read().decode()
+
