@@ -94,7 +94,7 @@ async def _status(config: Config, as_json: bool) -> int:
         print(status.render_table(points, now.realtime_us / 1e6, status.should_color(sys.stdout),
                                   local_zone(config.timers.timezone)))
     # A timer source that could not be read is not "everything healthy".
-    unread = any(p.measurement == "exporter" and not p.fields["success"] for p in points)
+    unread = any(p.measurement == "exporter" and p.fields.get("success") is False for p in points)
     return 1 if unread else status.exit_code(points)
 
 
