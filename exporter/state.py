@@ -34,6 +34,9 @@ class StateFile:
     def __init__(self, path: str | None):
         self.path = path
         self.timers: dict[str, TimerMemory] = {}
+        # per container name: {"before": OOM kills of containers since removed,
+        #                      "ids": {container id: [kernel counter, oom events seen]}}
+        self.oom_kills: dict[str, dict] = {}
         self._saved = ""
         if path:
             self.load()
@@ -51,17 +54,20 @@ class StateFile:
             known = {f.name for f in fields(TimerMemory)}
             self.timers = {name: TimerMemory(**{k: int(v) for k, v in entry.items() if k in known})
                            for name, entry in data["timers"].items()}
+            self.oom_kills = {name: {"before": int(entry["before"]),
+                                     "ids": {i: [int(a), int(b)] for i, (a, b) in entry["ids"].items()}}
+                              for name, entry in data.get("oom_kills", {}).items()}
             self._saved = self._dump()
         except FileNotFoundError:
             log.debug("state file %s does not exist yet; starting fresh", self.path)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
             log.error("state file %s is unreadable (%s); rebuilding it", self.path, err)
-            self.timers = {}
+            self.timers, self.oom_kills = {}, {}
 
     def _dump(self) -> str:
         return json.dumps({"version": VERSION,
-                           "timers": {k: asdict(v) for k, v in sorted(self.timers.items())}},
-                          indent=1)
+                           "timers": {k: asdict(v) for k, v in sorted(self.timers.items())},
+                           "oom_kills": self.oom_kills}, indent=1, sort_keys=True)
 
     def save(self) -> None:
         """Write when something changed: temp file in the same directory, fsync, rename."""

@@ -1,0 +1,83 @@
+"""Thin adapter over the Docker Engine API (the `docker` SDK): which containers run,
+their metadata, and the oom/die events between samples.
+
+The SDK is blocking: callers run list_containers() in a thread. Numbers never come from
+the stats API (seconds per container on Docker < 20.10); see sources/cgroupfs.py.
+"""
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+log = logging.getLogger("tick_exporter.docker")
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    image: str
+    labels: dict = field(default_factory=dict)
+    pid: int = 0
+    cgroup_parent: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    action: str      # "oom" | "die"
+    id: str
+    name: str
+    time_ns: int
+
+
+def container_info(attrs: dict) -> ContainerInfo:
+    """From `docker inspect` output (what containers.list() returns per container)."""
+    config, host = attrs.get("Config") or {}, attrs.get("HostConfig") or {}
+    return ContainerInfo(attrs["Id"], attrs.get("Name", "").lstrip("/"), config.get("Image", ""),
+                         config.get("Labels") or {}, (attrs.get("State") or {}).get("Pid", 0),
+                         host.get("CgroupParent") or "")
+
+
+class DockerSource:
+    def __init__(self, docker_host: str, timeout: float = 10.0):
+        import docker  # only when the containers collector is enabled
+
+        self.client = docker.DockerClient(base_url=docker_host, timeout=int(timeout))
+        self.events: deque[ContainerEvent] = deque(maxlen=10_000)
+        self._closing = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="docker-events", daemon=True)
+        self._watcher.start()
+
+    def list_containers(self) -> list[ContainerInfo]:
+        return [container_info(c.attrs) for c in self.client.containers.list()]
+
+    def drain_events(self) -> list[ContainerEvent]:
+        drained = []
+        while self.events:
+            drained.append(self.events.popleft())
+        return drained
+
+    def _watch(self) -> None:
+        """Follow the events stream so an OOM kill of a container that is gone before
+        the next sample still counts; reconnect after errors."""
+        while not self._closing.is_set():
+            try:
+                stream = self.client.events(decode=True, filters={
+                    "type": "container", "event": ["oom", "die"]})
+                for event in stream:
+                    actor = event.get("Actor") or {}
+                    self.events.append(ContainerEvent(
+                        event.get("Action") or event.get("status", ""), actor.get("ID", event.get("id", "")),
+                        (actor.get("Attributes") or {}).get("name", ""), int(event.get("timeNano", 0))))
+                    if self._closing.is_set():
+                        return
+            except Exception as err:  # the daemon restarted, the socket went away
+                if self._closing.is_set():
+                    return
+                log.warning("docker events stream: %s; reconnecting", err)
+                self._closing.wait(5)
+
+    def close(self) -> None:
+        self._closing.set()
+        self.client.close()
