@@ -18,14 +18,24 @@ EXIT_CONFIG = 2
 
 
 def build_collectors(config: Config) -> list:
-    collectors = []
+    """Each collector is imported only when enabled: a Pi without Docker never loads
+    the docker SDK. All share one state file."""
+    from .state import StateFile
+    state, host, collectors = StateFile(config.agent.state_path), config.agent.hostname, []
     if config.timers.enabled:
         from .collectors.timers import TimersCollector
         from .sources.systemd_dbus import SystemdBus
-        from .state import StateFile
-        collectors.append(TimersCollector(SystemdBus(config.timers.bus), config.timers,
-                                          config.agent.hostname,
-                                          StateFile(config.agent.state_path)))
+        collectors.append(TimersCollector(SystemdBus(config.timers.bus), config.timers, host, state))
+    if config.containers.enabled:
+        from .collectors.memory import ContainerMemoryCollector
+        from .sources.cgroupfs import MemoryCgroups
+        from .sources.docker_api import DockerSource
+        collectors.append(ContainerMemoryCollector(
+            DockerSource(config.containers.docker_host),
+            MemoryCgroups(config.containers.cgroup_root, config.containers.proc_root), host, state))
+    if config.host_memory.enabled:
+        from .collectors.host_memory import HostMemoryCollector
+        collectors.append(HostMemoryCollector(host, config.containers.proc_root))
     return collectors
 
 

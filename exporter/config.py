@@ -176,6 +176,15 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "timezone": (_zone, ""),  # "" = the host's (TZ, /etc/localtime)
         "overrides": (_overrides, {}),
     },
+    "containers": {
+        "enabled": (_bool, False),
+        "docker_host": (_str, "unix:///var/run/docker.sock"),
+        "cgroup_root": (_str, "/sys/fs/cgroup"),  # the host's tree, mounted elsewhere in a container
+        "proc_root": (_str, "/proc"),
+    },
+    "host_memory": {
+        "enabled": (_bool, False),
+    },
     "output.stdout": {
         "enabled": (_bool, False),
     },
@@ -236,6 +245,19 @@ class TimersConfig:
 
 
 @dataclass(frozen=True)
+class ContainersConfig:
+    enabled: bool
+    docker_host: str
+    cgroup_root: str
+    proc_root: str
+
+
+@dataclass(frozen=True)
+class HostMemoryConfig:
+    enabled: bool
+
+
+@dataclass(frozen=True)
 class StdoutConfig:
     enabled: bool
 
@@ -281,6 +303,8 @@ class InfluxDBConfig:
 class Config:
     agent: AgentConfig
     timers: TimersConfig
+    containers: ContainersConfig
+    host_memory: HostMemoryConfig
     stdout: StdoutConfig
     influxdb: InfluxDBConfig
     spool: SpoolConfig
@@ -379,6 +403,8 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
     return Config(
         agent=AgentConfig(**agent),
         timers=TimersConfig(**sections["timers"]),
+        containers=ContainersConfig(**sections["containers"]),
+        host_memory=HostMemoryConfig(**sections["host_memory"]),
         stdout=StdoutConfig(**sections["output.stdout"]),
         influxdb=InfluxDBConfig(**sections["output.influxdb"]),
         spool=SpoolConfig(**sections["spool"]),
