@@ -124,6 +124,12 @@ def service_fields(service) -> dict:
     # (exec_status_start), so a duration exists only for a finished run.
     if is_set(start) and is_set(end) and end >= start:
         fields["last_duration_s"] = (end - start) / 1e6
+    # Memory of the job (backups that grow are a classic). systemd reports 2^64-1 when it
+    # does not know (not running, no memory accounting); MemoryPeak exists from v254 on.
+    if is_running(service.active_state, service.sub_state) and is_set(props.get("MemoryCurrent", 0)):
+        fields["memory_bytes"] = props["MemoryCurrent"]
+    if is_set(props.get("MemoryPeak", 0)):
+        fields["memory_peak_bytes"] = props["MemoryPeak"]
     return fields
 
 

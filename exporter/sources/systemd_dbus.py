@@ -34,7 +34,7 @@ TIMER_PROPERTIES = (
 )
 SERVICE_PROPERTIES = (
     "Type", "Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp",
-    "ExecMainExitTimestamp", "ExecMainPID",
+    "ExecMainExitTimestamp", "ExecMainPID", "MemoryCurrent", "MemoryPeak",
 )
 _WANTED = {TIMER: TIMER_PROPERTIES, SERVICE: SERVICE_PROPERTIES}
 
