@@ -101,11 +101,13 @@ async def _status(config: Config, as_json: bool) -> int:
     if as_json:
         print(status.render_json(points, now.realtime_us / 1e6))
     else:
-        print(status.render_table(points, now.realtime_us / 1e6, status.should_color(sys.stdout),
-                                  local_zone(config.timers.timezone)))
-    # A timer source that could not be read is not "everything healthy".
-    unread = any(p.measurement == "exporter" and p.fields.get("success") is False for p in points)
-    return 1 if unread else status.exit_code(points)
+        sections = [status.render_table(points, now.realtime_us / 1e6, status.should_color(sys.stdout),
+                                        local_zone(config.timers.timezone)),
+                    status.render_containers(points),
+                    "\n".join(f"problem: {line}" for line in status.problems(points))]
+        print("\n\n".join(section for section in sections if section))
+    # A source that could not be read is not "everything healthy".
+    return status.exit_code(points)
 
 
 async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:

@@ -206,13 +206,53 @@ def render_json(points: list[Point], now_s: float) -> str:
         entry.update((name, _json_value(merged[name])) for name in sorted(merged)
                      if name not in entry)
         timers.append(entry)
-    return json.dumps({"timers": timers, "healthy": exit_code(points) == 0}, indent=2)
+    containers = [{**{t: v for t, v in sorted(p.tags.items())}, **dict(sorted(p.fields.items()))}
+                  for p in sorted((p for p in points if p.measurement == "container_memory"),
+                                  key=lambda p: p.tags.get("container", ""))]
+    return json.dumps({"timers": timers, "containers": containers, "problems": problems(points),
+                       "healthy": exit_code(points) == 0}, indent=2)
+
+
+def format_bytes(value: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value}B"
+
+
+def render_containers(points: list[Point]) -> str:
+    """`container_memory` points as an aligned table: memory against the limit, working
+    set, OOM kills. "" when there are none. No trailing newline."""
+    rows = [("CONTAINER", "IMAGE", "MEMORY / LIMIT", "WORKING SET", "OOM KILLS")]
+    for point in sorted((p for p in points if p.measurement == "container_memory"),
+                        key=lambda p: p.tags.get("container", "")):
+        fields = point.fields
+        limit = fields.get("limit_bytes", 0)
+        used = format_bytes(fields.get("usage_bytes", 0))
+        memory = (f"{used} / {format_bytes(limit)} ({fields.get('usage_percent', 0):.0f}%)"
+                  if limit else f"{used} / -")
+        rows.append((_clean(point.tags.get("container", "")), _clean(point.tags.get("image", "")),
+                     memory, format_bytes(fields.get("working_set_bytes", 0)),
+                     str(fields.get("oom_kills", 0) or "-")))
+    if len(rows) == 1:
+        return ""
+    widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(SEPARATOR.join(cell + " " * (widths[i] - _width(cell))
+                                     for i, cell in enumerate(row)).rstrip(" ") for row in rows)
+
+
+def problems(points: list[Point]) -> list[str]:
+    """What the agent could not sample, with the reason (and the fix, where the
+    collector knows it: a disabled memory cgroup names the cmdline.txt change)."""
+    return [f"{p.tags.get('component', '?')}: {p.fields.get('last_error', 'failed')}"
+            for p in points if p.measurement == "exporter" and p.fields.get("success") is False]
 
 
 def exit_code(points: list[Point]) -> int:
-    """0 when every `systemd_timer` point is healthy (or there are none), else 1."""
+    """0 when every `systemd_timer` point is healthy (or there are none) and every
+    collector could sample, else 1."""
     return 0 if all(p.fields.get("healthy") is True
-                    for p in points if p.measurement == MEASUREMENT) else 1
+                    for p in points if p.measurement == MEASUREMENT) and not problems(points) else 1
 
 
 def should_color(stream) -> bool:

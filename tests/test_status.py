@@ -288,7 +288,7 @@ def test_result_column(fields, text):
 def test_json_has_every_field_sorted_by_timer():
     points = realistic()
     document = json.loads(render_json(points, NOW))
-    assert list(document) == ["timers", "healthy"]
+    assert list(document) == ["timers", "containers", "problems", "healthy"]
     assert document["healthy"] is False
     timers = document["timers"]
     names = [t["timer"] for t in timers]
@@ -315,7 +315,8 @@ def test_json_healthy_and_empty():
     document = json.loads(render_json(healthy, NOW))
     assert document["healthy"] is True
     assert [t["state"] for t in document["timers"]] == ["ok", "ok", "running", "ok"]
-    assert json.loads(render_json([], NOW)) == {"timers": [], "healthy": True}
+    assert json.loads(render_json([], NOW)) == {"timers": [], "containers": [], "problems": [],
+                                                "healthy": True}
 
 
 def test_json_is_strict():
@@ -367,3 +368,28 @@ def test_should_color(monkeypatch):
     assert should_color(FakeStream(True)) is False
     monkeypatch.delenv("TERM")
     assert should_color(FakeStream(True)) is True
+
+
+def test_containers_table_and_problems():
+    from exporter.status import exit_code, problems, render_containers
+    memory = [
+        Point("container_memory", {"container": "db", "image": "postgres:15", "cgroup": "v2"},
+              {"usage_bytes": 52428800, "limit_bytes": 67108864, "usage_percent": 78.125,
+               "working_set_bytes": 48234496, "oom_kills": 2}, 0),
+        Point("container_memory", {"container": "web", "image": "nginx"},
+              {"usage_bytes": 8388608, "limit_bytes": 0, "working_set_bytes": 7340032,
+               "oom_kills": 0}, 0),
+    ]
+    assert render_containers(memory) == (
+        "CONTAINER  IMAGE        MEMORY / LIMIT           WORKING SET  OOM KILLS\n"
+        "db         postgres:15  50.0MiB / 64.0MiB (78%)  46.0MiB      2\n"
+        "web        nginx        8.0MiB / -               7.0MiB       -")
+    assert render_containers([]) == ""
+    disabled = Point("exporter", {"component": "memory"}, {
+        "success": False, "last_error": "the memory cgroup controller is disabled; add "
+        "cgroup_enable=memory cgroup_memory=1 to /boot/cmdline.txt and reboot"}, 0)
+    heartbeat = Point("exporter", {"component": "agent"}, {"up": True}, 0)
+    assert problems(memory + [disabled, heartbeat]) == [
+        "memory: the memory cgroup controller is disabled; add cgroup_enable=memory "
+        "cgroup_memory=1 to /boot/cmdline.txt and reboot"]
+    assert exit_code(memory + [heartbeat]) == 0 and exit_code([disabled]) == 1
