@@ -94,8 +94,9 @@ async def _status(config: Config, as_json: bool) -> int:
     agent = Agent(build_collectors(config), [], config.agent.hostname)
     try:
         now = agent.clock()
+        # Read-only: the state file is the running agent's. Saving here would mark runs
+        # as written that no output ever received.
         points = await agent.sample(now)
-        await agent.write([], now)  # keeps the state file (runs seen, last success) current
     finally:
         await agent.close()
     if as_json:

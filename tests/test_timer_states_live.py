@@ -243,24 +243,32 @@ def test_status_shows_a_stopped_backup_as_missed_within_one_sample(user_manager,
     install(user_manager, "nightly-backup", "ExecStart=/bin/true")
     env = {**os.environ, "TICK_EXPORTER_TIMERS_BUS": user_manager.bus_address,
            "TICK_EXPORTER_TIMERS_INCLUDE": "nightly-backup.timer",
-           "TICK_EXPORTER_TIMERS_GRACE": "1s", "TICK_EXPORTER_AGENT_STATE_PATH": str(tmp_path / "s.json")}
+           "TICK_EXPORTER_TIMERS_GRACE": "1s", "TICK_EXPORTER_AGENT_STATE_PATH": str(tmp_path / "s.json"),
+           "TICK_EXPORTER_AGENT_INTERVAL": "1s"}
 
     def status(*args):
         return subprocess.run([sys.executable, "-m", "exporter", "status", *args], env=env,
                               capture_output=True, text=True, timeout=60)
 
-    deadline = time.monotonic() + 15
-    while True:  # the agent has seen it run (and remembers that in its state file)
-        first = status("--json")
-        timer = json.loads(first.stdout)["timers"][0]
-        if timer["last_run_start"] or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert first.returncode == 0 and timer["state"] == "ok", first.stdout
-    user_manager.systemctl("stop", "nightly-backup.timer")
-    due = (timer["last_run_start"] // 5 + 1) * 5 + 2  # next run + grace (1s + AccuracySec=1s)
-    time.sleep(max(0.0, due - time.time()) + 0.2)
-    shown = status()
+    # The agent runs as a service does, keeping the state file; status reads it.
+    agent = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--output", "stdout"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # the agent has seen it run
+            first = status("--json")
+            timer = json.loads(first.stdout)["timers"][0]
+            if timer["last_run_start"] or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert first.returncode == 0 and timer["state"] == "ok", first.stdout
+        user_manager.systemctl("stop", "nightly-backup.timer")
+        due = (timer["last_run_start"] // 5 + 1) * 5 + 2  # next run + grace (1s + AccuracySec=1s)
+        time.sleep(max(0.0, due - time.time()) + 1.2)      # and one sample of the agent
+        shown = status()
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=30)
     assert shown.returncode == 1
     (row,) = [line for line in shown.stdout.splitlines() if "nightly-backup.timer" in line]
     assert " missed " in row and "\x1b[" not in shown.stdout  # not a terminal: no colour
