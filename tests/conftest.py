@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.services import InfluxDB1, UserManager, VictoriaMetrics
+from tests.services import DockerEngine, InfluxDB1, UserManager, VictoriaMetrics
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +21,14 @@ def influxdb():
 def victoria():
     with VictoriaMetrics() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def docker_engine():
+    """A private dockerd (own containerd, bridge, cgroup parent, data root);
+    all its containers and networks are removed when the session ends."""
+    with DockerEngine() as engine:
+        yield engine
 
 
 @pytest.fixture(autouse=True)

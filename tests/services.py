@@ -1,4 +1,4 @@
-"""Real services for the test suite: a systemd user manager, InfluxDB 1.x and VictoriaMetrics.
+"""Real services for the test suite: a systemd user manager, InfluxDB 1.x, VictoriaMetrics and a Docker engine.
 
 Every class here starts the real Debian binary on loopback only, with its state
 in a private temporary directory and on free ports, so test runs never collide
@@ -25,12 +25,20 @@ from __future__ import annotations
 
 import atexit
 import base64
+import contextlib
+import http.client
+import io
+import ipaddress
 import json
 import os
+import random
+import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -934,3 +942,593 @@ class UserManager(_Service):
 
         wait_until(poll, timeout, interval, lambda: f"{unit} to have {dict(expected)}; last: {last}")
         return last
+
+
+# ---------------------------------------------------------------------------
+# Docker engine
+#
+# How a test engine is kept apart from the machine and from any other dockerd
+# (the system one on /var/run/docker.sock, or another test run's):
+#
+# * dockerd runs in a private mount namespace that has a fresh tmpfs on /run
+#   (hiding /run/containerd/containerd.sock, so dockerd starts its own
+#   containerd instead of sharing the system one; shim sockets and runc state
+#   land in that tmpfs), the stub resolv.conf bound over /etc/resolv.conf and
+#   placed at /run/systemd/resolve/resolv.conf (where dockerd 20.10 looks when
+#   /etc/resolv.conf names only 127.0.0.53), and a temp dir bound over
+#   /etc/docker.  Its overlay and netns mounts never show on the host and go
+#   away with the namespace.
+# * its own config file (nothing from /etc/docker/daemon.json, and
+#   "deprecated-key-path" so dockerd 20.10 does not write /etc/docker/key.json),
+#   --data-root, --exec-root, --pidfile and API socket in the temp dir.
+# * networking: --bridge to a bridge we create (tick-br<rand>, 10.213.X.1/24)
+#   and --default-address-pool 10.214.X.0/24 (/28 networks) for user-defined
+#   networks, X picked so that neither /24 overlaps a route or address on the
+#   machine (under a lock shared by all engines).  --iptables=false,
+#   --ip-masq=false and --ip-forward=false: dockerd changes neither the
+#   machine's firewall (dockerd 20.10 flushes and re-creates the DOCKER chains
+#   at start, which would wreck another dockerd's rules) nor its ip_forward
+#   sysctl.  The embedded DNS (127.0.0.11) still works: its DNAT rules live in
+#   each container's own netns.
+# * nothing leaves the machine: policy routing rules send every packet that
+#   comes FROM the two subnets (except the host's own, iif lo) to a table that
+#   only holds "prohibit default", so even with ip_forward=1 a container (or
+#   the embedded DNS forwarding to the 8.8.8.8 fallback) cannot reach beyond
+#   the host; packets to the host's own addresses and between containers on a
+#   bridge are unaffected.  dockerd itself gets HTTP(S)_PROXY=127.0.0.1:9, so a
+#   pull fails at once instead of resolving a registry.
+# * cgroups: the daemon (and so containerd and the shims, which outlive a
+#   killed dockerd) runs in cgroup tick-tests-<pid>-docker-<rand>-daemon of
+#   every hierarchy; containers use --cgroup-parent=/tick-tests-<pid>-docker-<rand>
+#   with the cgroupfs driver.  Both names are reaped by _reap_stale; the bridge
+#   carries an alias naming its owner, so bridges and rules of a killed run are
+#   removed by the next DockerEngine (_reap_stale_docker).
+
+DOCKERD = "/usr/sbin/dockerd"
+# Debian's CLI, the same version as dockerd.  PATH may find another one first
+# (this machine has a static docker 28 CLI in /usr/local/bin).
+DOCKER_CLI = "/usr/bin/docker"
+BUSYBOX = "/bin/busybox"
+DOCKER_START_TIMEOUT = 30.0
+
+# What dockerd sees as the machine's resolv.conf: only a loopback nameserver,
+# so Docker replaces it with its public fallback (8.8.8.8, 8.8.4.4) for
+# default-bridge containers.  Those addresses are only ever classified by the
+# tests, never queried.
+DOCKER_STUB_RESOLV_CONF = "nameserver 127.0.0.53\nsearch corp.example\n"
+
+_DOCKER_BRIDGE_NET = "10.213.{x}.0/24"
+_DOCKER_POOL_NET = "10.214.{x}.0/24"
+_DOCKER_POOL_SIZE = 28
+_DOCKER_RULE_PREF = 21300  # "from <ours> iif lo lookup main"; +1: "from <ours> lookup <table>"
+_DOCKER_TABLE_BASE = 21300  # + X: holds only "prohibit default"
+_DOCKER_NET_LOCK = "\0tick-tests-docker-net-lock"  # abstract socket: nothing to clean up
+_DOCKER_NO_PROXY_ENV = ("DOCKER_CONTEXT", "DOCKER_TLS", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_API_VERSION")
+
+# Args: the cgroup.procs files to join (space separated), then the inner
+# script and its args.  No cgroup namespace: runc must see the real hierarchy.
+_DOCKER_OUTER_SH = r"""
+set -eu
+for f in $1; do echo $$ > "$f"; done
+shift
+exec unshare --mount --propagation private sh -c "$@"
+"""
+
+# Runs inside the private mount namespace.  $1: the engine's temp dir; the
+# rest: dockerd's argv.
+_DOCKER_INNER_SH = r"""
+set -eu
+root=$1
+shift
+mount -t tmpfs -o mode=0755 tick-tests-docker-run /run
+mkdir -p /run/lock /run/systemd/resolve
+chmod 1777 /run/lock
+cp "$root/resolv.conf" /run/systemd/resolve/resolv.conf
+# /etc/resolv.conf may be a symlink into /run (systemd-resolved, resolvconf):
+# its target must exist (in our tmpfs) for the bind mount.
+target=$(readlink -m /etc/resolv.conf)
+case "$target" in
+    /run/*) mkdir -p "$(dirname "$target")"; [ -e "$target" ] || : > "$target" ;;
+esac
+mount --bind "$root/resolv.conf" /etc/resolv.conf
+if [ -d /etc/docker ]; then mount --bind "$root/etc-docker" /etc/docker; fi
+exec "$@"
+"""
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, socket_path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self._socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _run_ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cp = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check and cp.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)} failed with {cp.returncode}: {cp.stderr.strip()}")
+    return cp
+
+
+def _ip_json(*args: str) -> list[dict]:
+    out = _run_ip("-j", *args).stdout.strip()
+    return json.loads(out) if out else []
+
+
+@contextlib.contextmanager
+def _docker_net_lock(timeout: float = 30.0):
+    """Serialise choosing/creating/reaping test bridges among all processes."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                sock.bind(_DOCKER_NET_LOCK)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise RuntimeError("timed out waiting for the docker test network lock") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        sock.close()
+
+
+def _docker_nets(x: int) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Network]:
+    return (ipaddress.IPv4Network(_DOCKER_BRIDGE_NET.format(x=x)), ipaddress.IPv4Network(_DOCKER_POOL_NET.format(x=x)))
+
+
+def _docker_rule_specs(x: int) -> list[list[str]]:
+    specs = []
+    for net in _docker_nets(x):
+        specs.append(["pref", str(_DOCKER_RULE_PREF), "from", str(net), "iif", "lo", "lookup", "main"])
+        specs.append(["pref", str(_DOCKER_RULE_PREF + 1), "from", str(net), "lookup", str(_DOCKER_TABLE_BASE + x)])
+    return specs
+
+
+def _pick_docker_x(prefer: int | None = None) -> int:
+    """An X for which 10.213.X.0/24 and 10.214.X.0/24 overlap nothing on the
+    machine: ``prefer`` if it still qualifies, else a random one."""
+    used: list[ipaddress.IPv4Network] = []
+    for route in _ip_json("-4", "route", "show", "table", "all"):
+        dst = route.get("dst")
+        if dst and dst != "default":
+            try:
+                used.append(ipaddress.IPv4Network(dst, strict=False))
+            except ValueError:
+                pass
+    for link in _ip_json("-4", "addr"):
+        for a in link.get("addr_info", []):
+            try:
+                used.append(ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}", strict=False))
+            except (KeyError, ValueError):
+                pass
+    tables = {str(r.get("table")) for r in _ip_json("rule")}
+    candidates = list(range(256))
+    random.shuffle(candidates)
+    if prefer is not None:
+        candidates.insert(0, prefer)
+    for x in candidates:
+        if str(_DOCKER_TABLE_BASE + x) in tables:
+            continue
+        if not any(n.overlaps(u) for n in _docker_nets(x) for u in used):
+            return x
+    raise RuntimeError("no free 10.213.X.0/24 + 10.214.X.0/24 pair for a test docker bridge")
+
+
+def _teardown_docker_net(bridge: str | None, x: int) -> None:
+    """Delete the rules and table of X, every bridge with an address in X's
+    subnets (dockerd's br-<id> for user-defined networks) and ``bridge``."""
+    for spec in _docker_rule_specs(x):
+        while _run_ip("rule", "del", *spec, check=False).returncode == 0:
+            pass
+    _run_ip("route", "flush", "table", str(_DOCKER_TABLE_BASE + x), check=False)
+    nets = _docker_nets(x)
+    for link in _ip_json("-4", "addr"):
+        for a in link.get("addr_info", []):
+            try:
+                ip = ipaddress.IPv4Address(a["local"])
+            except (KeyError, ValueError):
+                continue
+            if any(ip in n for n in nets) and link.get("ifname") != bridge:
+                _run_ip("link", "del", "dev", link["ifname"], check=False)
+                break
+    if bridge:
+        _run_ip("link", "del", "dev", bridge, check=False)
+
+
+def _parse_bridge_alias(alias: str) -> tuple[str, int] | None:
+    """``tick-tests-<pid>-<rand> x=<X>`` -> (owner name, X)."""
+    parts = alias.split()
+    if len(parts) != 2 or not parts[0].startswith(TMP_PREFIX) or not parts[1].startswith("x="):
+        return None
+    try:
+        return parts[0], int(parts[1][2:])
+    except ValueError:
+        return None
+
+
+def _reap_stale_docker() -> None:
+    """Remove the bridges, user-network bridges and routing rules of test
+    engines whose owning process is gone (SIGKILLed pytest).  Their processes
+    and cgroups are _reap_stale's job, their temp dirs too."""
+    if shutil.which("ip") is None:
+        return
+    with _docker_net_lock():
+        live: set[int] = set()
+        for link in _ip_json("-d", "link", "show"):
+            parsed = _parse_bridge_alias(link.get("ifalias") or "")
+            if parsed is None:
+                continue
+            owner, x = parsed
+            if _stale_owner(owner):
+                _teardown_docker_net(link.get("ifname"), x)
+            else:
+                live.add(x)
+        # Rules left without their bridge (killed half-way through a teardown).
+        for rule in _ip_json("rule"):
+            try:
+                prio = int(rule.get("priority", -1))
+                table = int(rule.get("table", -1))
+            except ValueError:
+                continue
+            if prio == _DOCKER_RULE_PREF + 1 and 0 <= table - _DOCKER_TABLE_BASE < 256:
+                x = table - _DOCKER_TABLE_BASE
+                if x not in live:
+                    _teardown_docker_net(None, x)
+
+
+def _make_cgroup_everywhere(name: str) -> list[str]:
+    """Create cgroup ``name`` in every hierarchy; returns its cgroup.procs files."""
+    procs_files = []
+    for mnt in _cgroup_mounts():
+        d = mnt / name
+        d.mkdir(exist_ok=True)
+        for knob in ("cpuset.cpus", "cpuset.mems"):
+            if (mnt / knob).exists() and not (d / knob).read_text().strip():
+                (d / knob).write_text((mnt / knob).read_text())
+        procs_files.append(str(d / "cgroup.procs"))
+    return procs_files
+
+
+def cgroup_mount(controller: str = "memory") -> Path:
+    """Mount point of the hierarchy holding ``controller`` (v1 controller
+    name, ``name=systemd``, or ``unified``/``""`` for the v2 hierarchy)."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if controller in ("", "unified"):
+                if fields[2] == "cgroup2":
+                    return Path(fields[1])
+            elif fields[2] == "cgroup" and controller in fields[3].split(","):
+                return Path(fields[1])
+    raise RuntimeError(f"no cgroup hierarchy with controller {controller!r} is mounted")
+
+
+def cgroup_dir_of(pid: int, controller: str = "memory") -> Path:
+    """The cgroup directory of process ``pid`` for ``controller``, from
+    /proc/<pid>/cgroup (as seen from our cgroup namespace)."""
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        hid, ctrls, path = line.split(":", 2)
+        if controller in ("", "unified"):
+            match = hid == "0" and ctrls == ""
+        else:
+            match = controller in ctrls.split(",")
+        if match:
+            return cgroup_mount(controller) / path.lstrip("/")
+    raise RuntimeError(f"process {pid} is in no {controller!r} cgroup")
+
+
+def _is_static_elf(path: str) -> bool:
+    """True when the ELF file at ``path`` has no PT_INTERP (no dynamic loader)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF":
+            return False
+        little = head[5] == 1
+        if head[4] == 2:  # 64-bit
+            fmt = "<" if little else ">"
+            phoff, = struct.unpack_from(fmt + "Q", head, 0x20)
+            phentsize, phnum = struct.unpack_from(fmt + "HH", head, 0x36)
+        else:
+            fmt = "<" if little else ">"
+            phoff, = struct.unpack_from(fmt + "I", head, 0x1C)
+            phentsize, phnum = struct.unpack_from(fmt + "HH", head, 0x2A)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from(fmt + "I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def busybox_rootfs_tar(busybox: str = BUSYBOX) -> bytes:
+    """A root file system as a tar: the static busybox with every applet
+    symlinked in /bin, a minimal /etc/passwd and /etc/group, /tmp and /root."""
+    if not os.path.exists(busybox):
+        raise RuntimeError(f"{busybox} is missing (apt-get install busybox-static)")
+    if not _is_static_elf(busybox):
+        raise RuntimeError(f"{busybox} is dynamically linked; install busybox-static")
+    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout.split()
+    buf = io.BytesIO()
+    now = time.time()
+
+    def add(name: str, *, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, data: bytes = b"", link: str = "") -> None:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.mtime, info.uid, info.gid = kind, mode, now, 0, 0
+        info.linkname = link
+        info.size = len(data) if kind == tarfile.REGTYPE else 0
+        tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for d, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("root", 0o700)):
+            add(d, kind=tarfile.DIRTYPE, mode=mode)
+        add("bin/busybox", mode=0o755, data=Path(busybox).read_bytes())
+        for applet in applets:
+            if applet != "busybox" and "/" not in applet:
+                add(f"bin/{applet}", kind=tarfile.SYMTYPE, mode=0o777, link="busybox")
+        add("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+        add("etc/group", data=b"root:x:0:\nnogroup:x:65534:\n")
+    return buf.getvalue()
+
+
+class DockerEngine(_Service):
+    """A real dockerd (Debian's docker.io 20.10) with its own containerd, all
+    state in a temp dir, isolated as described above this class.
+
+    * ``host`` (``unix://<tmp>/docker.sock``), ``socket_path``; ``env`` is
+      os.environ with DOCKER_HOST set to this engine (and a private
+      DOCKER_CONFIG), for the docker CLI, the docker SDK or the exporter.
+    * ``docker(*args)`` runs Debian's docker CLI against it; ``api(method, path)``
+      talks to the Engine API over the socket directly.
+    * ``image()`` imports the busybox-static image (once); ``run(*args)`` is
+      ``docker run -d --pull=never ARGS`` and returns the full container id;
+      ``inspect(id)``, ``remove(id)``, ``cgroup_dir(id, controller)``.
+    * ``cgroup_parent`` (``/tick-tests-<pid>-docker-<rand>``): a running
+      container's v1 memory cgroup is ``cgroup_mount("memory") / cgroup_parent / id``.
+    * ``bridge``, ``bridge_ip`` and ``bridge_network`` (the default bridge,
+      10.213.X.0/24), ``address_pool`` (10.214.X.0/24, /28 per user network).
+
+    Containers are created with the cgroupfs driver and the host cgroup
+    namespace (Docker's default on cgroup v1).  ``stop()`` removes every
+    container and user-defined network first (a stopping dockerd would
+    otherwise wait 10 s for each container that ignores SIGTERM), then stops
+    dockerd (which stops its containerd), kills whatever is left in the
+    daemon's and the containers' cgroups and removes the bridges and rules.
+    ``start()`` again reuses the data root (images survive); ``close()``
+    removes everything.
+    """
+
+    name = "dockerd"
+
+    def __init__(self, *, start_timeout: float = DOCKER_START_TIMEOUT, log_level: str = "info"):
+        super().__init__(start_timeout)
+        _reap_stale_docker()
+        r = self.root
+        rand = r.name.rsplit("-", 1)[-1]
+        self.log_level = log_level
+        self.socket_path = str(r / "docker.sock")
+        self.host = f"unix://{self.socket_path}"
+        self.data_root = r / "data"
+        self.exec_root = r / "exec"
+        self.pidfile = r / "docker.pid"
+        self.config_path = r / "daemon.json"
+        self.resolv_conf_path = r / "resolv.conf"
+        self.cgroup_name = f"{TMP_PREFIX}{os.getpid()}-docker-{rand}"
+        self.cgroup_parent = f"/{self.cgroup_name}"
+        self.daemon_cgroup = f"{self.cgroup_name}-daemon"
+        self.bridge = f"tick-br{rand}"[:15]
+        self.x: int | None = None
+        self.bridge_network: ipaddress.IPv4Network | None = None
+        self.bridge_ip: str | None = None
+        self.address_pool: ipaddress.IPv4Network | None = None
+        self.image_seconds: float | None = None  # how long the last image import took
+        self._images: set[str] = set()
+        (r / "etc-docker").mkdir()
+        (r / "cli").mkdir()
+        self.resolv_conf_path.write_text(DOCKER_STUB_RESOLV_CONF)
+        self.config_path.write_text(json.dumps({"deprecated-key-path": str(r / "key.json")}))
+        self.env: dict[str, str] = {
+            **{k: v for k, v in os.environ.items() if k not in _DOCKER_NO_PROXY_ENV},
+            "DOCKER_HOST": self.host,
+            "DOCKER_CONFIG": str(r / "cli"),
+        }
+        self._daemon_env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": str(r),
+            # registry traffic goes nowhere (no resolver, no public address)
+            "HTTP_PROXY": "http://127.0.0.1:9",
+            "HTTPS_PROXY": "http://127.0.0.1:9",
+            "http_proxy": "http://127.0.0.1:9",
+            "https_proxy": "http://127.0.0.1:9",
+        }
+
+    # -- lifecycle
+
+    def _setup_network(self) -> None:
+        with _docker_net_lock():
+            x = _pick_docker_x(prefer=self.x)  # the same X again on a restart, if still free
+            bridge_net, pool = _docker_nets(x)
+            try:
+                _run_ip("link", "add", "name", self.bridge, "type", "bridge")
+                _run_ip("link", "set", "dev", self.bridge, "alias", f"{self.cgroup_name} x={x}")
+                self.x = x
+                _run_ip("addr", "add", f"{bridge_net[1]}/{bridge_net.prefixlen}", "dev", self.bridge)
+                _run_ip("link", "set", "dev", self.bridge, "up")
+                for spec in _docker_rule_specs(x):
+                    _run_ip("rule", "add", *spec)
+                _run_ip("route", "add", "prohibit", "default", "table", str(_DOCKER_TABLE_BASE + x))
+            except BaseException:
+                _teardown_docker_net(self.bridge, x)
+                raise
+        self.bridge_network, self.address_pool, self.bridge_ip = bridge_net, pool, str(bridge_net[1])
+
+    def _teardown_network(self) -> None:
+        if self.x is None:
+            return
+        with _docker_net_lock():
+            _teardown_docker_net(self.bridge, self.x)
+
+    def dockerd_argv(self) -> list[str]:
+        return [
+            DOCKERD,
+            f"--config-file={self.config_path}",
+            f"--data-root={self.data_root}",
+            f"--exec-root={self.exec_root}",
+            f"--pidfile={self.pidfile}",
+            f"--host={self.host}",
+            f"--bridge={self.bridge}",
+            "--iptables=false",
+            "--ip-masq=false",
+            "--ip-forward=false",
+            "--exec-opt=native.cgroupdriver=cgroupfs",
+            f"--cgroup-parent={self.cgroup_parent}",
+            f"--default-address-pool=base={self.address_pool},size={_DOCKER_POOL_SIZE}",
+            f"--log-level={self.log_level}",
+        ]
+
+    def ping(self) -> bool:
+        if not os.path.exists(self.socket_path):
+            return False
+        try:
+            status, body = self.api("GET", "/_ping", timeout=2)
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 200 and body == b"OK"
+
+    def start(self) -> "DockerEngine":
+        if self.running:
+            return self
+        for path in (DOCKERD, DOCKER_CLI):
+            if not os.path.exists(path):
+                raise RuntimeError(f"{path} is missing (apt-get install docker.io)")
+        started = time.monotonic()
+        self._setup_network()
+        procs_files = _make_cgroup_everywhere(self.daemon_cgroup)
+        self.proc = _spawn(
+            ["sh", "-c", _DOCKER_OUTER_SH, "outer", " ".join(procs_files),
+             _DOCKER_INNER_SH, "inner", str(self.root), *self.dockerd_argv()],
+            self.log_path,
+            self._daemon_env,
+        )
+        self._wait_ready(self.ping, started)
+        return self
+
+    def remove_all(self) -> None:
+        """Remove every container (with its volumes) and user-defined network."""
+        ids = self.docker("ps", "-aq", "--no-trunc", timeout=30).stdout.split()
+        if ids:
+            self.docker("rm", "-f", "-v", *ids, check=False, timeout=60)
+        self.docker("network", "prune", "-f", check=False, timeout=30)
+
+    def stop(self) -> None:
+        try:
+            if self.running:
+                try:
+                    self.remove_all()
+                except (RuntimeError, OSError, subprocess.SubprocessError):
+                    pass  # dockerd is going anyway; its cgroups are emptied below
+            _stop_process(self.proc)
+        finally:
+            self.proc = None
+            _remove_cgroup(self.daemon_cgroup)
+            _remove_cgroup(self.cgroup_name)
+            self._teardown_network()
+
+    def _emergency_cleanup(self) -> None:
+        self._kill()
+        _remove_cgroup(self.daemon_cgroup, timeout=2.0)
+        _remove_cgroup(self.cgroup_name, timeout=2.0)
+        try:
+            self._teardown_network()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+            _LIVE.discard(self)
+
+    @property
+    def daemon_pid(self) -> int | None:
+        return self.proc.pid if self.running else None
+
+    # -- clients
+
+    def docker(
+        self, *args: str, check: bool = True, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run Debian's docker CLI against this engine (text output)."""
+        cp = subprocess.run(
+            [DOCKER_CLI, *args], env=self.env, capture_output=True, text=True, timeout=timeout, input=input
+        )
+        if check and cp.returncode != 0:
+            raise RuntimeError(
+                f"docker {' '.join(args)} failed with {cp.returncode}:\n{cp.stdout}{cp.stderr}"
+            )
+        return cp
+
+    def api(self, method: str, path: str, body: Any = None, *, timeout: float = 30) -> tuple[int, Any]:
+        """One Engine API request over the unix socket; returns (status, body):
+        parsed JSON when the answer is JSON, bytes otherwise."""
+        conn = _UnixHTTPConnection(self.socket_path, timeout)
+        try:
+            headers = {}
+            data = None
+            if body is not None:
+                data = json.dumps(body).encode()
+                headers["Content-Type"] = "application/json"
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+            if resp.getheader("Content-Type", "").startswith("application/json"):
+                return resp.status, json.loads(raw)
+            return resp.status, raw
+        finally:
+            conn.close()
+
+    def image(self, name: str = "local/busybox:test") -> str:
+        """The busybox-static image, imported on first use (``docker import``);
+        returns ``name``."""
+        if name in self._images:
+            return name
+        if self.docker("image", "inspect", name, check=False).returncode != 0:
+            started = time.monotonic()
+            data = busybox_rootfs_tar()
+            cp = subprocess.run(
+                [DOCKER_CLI, "import", "--change", 'CMD ["sh"]', "-", name],
+                env=self.env, input=data, capture_output=True, timeout=120,
+            )
+            if cp.returncode != 0:
+                raise RuntimeError(f"docker import {name} failed with {cp.returncode}: {cp.stderr.decode(errors='replace')}")
+            self.image_seconds = time.monotonic() - started
+        self._images.add(name)
+        return name
+
+    def run(self, *args: str, timeout: float = 60) -> str:
+        """``docker run -d --pull=never ARGS``; returns the full container id."""
+        out = self.docker("run", "-d", "--pull=never", *args, timeout=timeout).stdout.split()
+        cid = out[-1] if out else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", cid):
+            raise RuntimeError(f"docker run {' '.join(args)}: no container id in {out!r}")
+        return cid
+
+    def inspect(self, container: str) -> dict:
+        return json.loads(self.docker("inspect", "--type", "container", container).stdout)[0]
+
+    def remove(self, container: str) -> None:
+        """``docker rm -f -v``; a container that is already gone is fine."""
+        cp = self.docker("rm", "-f", "-v", container, check=False)
+        if cp.returncode != 0 and "No such container" not in cp.stderr:
+            raise RuntimeError(f"docker rm -f {container} failed with {cp.returncode}: {cp.stderr}")
+
+    def cgroup_dir(self, container: str, controller: str = "memory") -> Path:
+        """The running container's cgroup directory for ``controller`` (v1
+        name, or ``unified`` for v2), from its State.Pid's /proc/<pid>/cgroup."""
+        pid = self.inspect(container)["State"]["Pid"]
+        if not pid:
+            raise RuntimeError(f"container {container[:12]} is not running (State.Pid is 0)")
+        return cgroup_dir_of(pid, controller)
