@@ -121,3 +121,18 @@ def test_container_gone_mid_collection_gives_no_half_point(tmp_path):
     collector = ContainerMemoryCollector(RecordedDocker(CONTAINERS), cgroups, "pi")
     points = asyncio.run(collector.collect(NOW))
     assert [p.tags["container"] for p in points] == ["backup_db_1"]
+
+
+@pytest.mark.parametrize("tree, line", [
+    ("v2-systemd", f"0::/system.slice/docker-{ID1}.scope\n"),
+    ("v1-armhf", f"12:pids:/docker/{ID1}\n5:memory:/docker/{ID1}\n1:name=systemd:/docker/{ID1}\n")])
+def test_cgroup_found_from_the_main_process_whatever_the_parent(tmp_path, tree, line):
+    # dockerd --cgroup-parent=... is not visible in `docker inspect`; /proc/<pid>/cgroup is
+    proc = tmp_path / "proc"
+    (proc / "4242").mkdir(parents=True)
+    (proc / "4242" / "cgroup").write_text(line)
+    (proc / "cgroups").write_text((FIXTURES / "proc-memory-enabled" / "cgroups").read_text())
+    cgroups = MemoryCgroups(str(FIXTURES / tree), str(proc))
+    found = cgroups.container_dir("not-the-layout-id", "/elsewhere", pid=4242)
+    assert found and found.endswith(ID1 if tree == "v1-armhf" else f"docker-{ID1}.scope")
+    assert cgroups.container_dir("not-the-layout-id", "/elsewhere", pid=999) is None

@@ -82,7 +82,7 @@ class ContainerMemoryCollector:
     def _read_all(self, containers) -> dict:
         readings = {}
         for container in containers:
-            path = self.cgroups.container_dir(container.id, container.cgroup_parent)
+            path = self.cgroups.container_dir(container.id, container.cgroup_parent, container.pid)
             try:
                 if path:
                     readings[container.id] = self.cgroups.read(path)

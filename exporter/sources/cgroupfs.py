@@ -69,15 +69,35 @@ class MemoryCgroups:
                     f"the memory controller is not enabled in {self.root} (controllers: "
                     f"{' '.join(controllers) or 'none'}): container memory cannot be measured; {fix}")
 
-    def container_dir(self, container_id: str, cgroup_parent: str = "") -> str | None:
-        """The container's memory cgroup, for the cgroupfs driver (<parent or docker>/<id>)
-        and the systemd driver (system.slice/docker-<id>.scope); None when gone."""
+    def container_dir(self, container_id: str, cgroup_parent: str = "", pid: int = 0) -> str | None:
+        """The container's memory cgroup; None when it is gone.
+
+        First from its main process (/proc/<pid>/cgroup, with the host's PID namespace):
+        right whatever the driver and parent, including a daemon-wide --cgroup-parent
+        that `docker inspect` does not show. Then the drivers' layouts: cgroupfs
+        (<parent or docker>/<id>) and systemd (system.slice/docker-<id>.scope).
+        """
         base = os.path.join(self.root, "memory") if self.version == "v1" else self.root
+        candidates = [self._from_pid(base, pid)] if pid else []
         parent = cgroup_parent.strip("/") or "docker"
-        candidates = [os.path.join(base, parent, container_id),
-                      os.path.join(base, parent if parent.endswith(".slice") else "system.slice",
-                                   f"docker-{container_id}.scope")]
-        return next((path for path in candidates if os.path.isdir(path)), None)
+        candidates += [os.path.join(base, parent, container_id),
+                       os.path.join(base, parent if parent.endswith(".slice") else "system.slice",
+                                    f"docker-{container_id}.scope")]
+        return next((path for path in candidates if path and os.path.isdir(path)), None)
+
+    def _from_pid(self, base: str, pid: int) -> str | None:
+        """proc(7) /proc/<pid>/cgroup: "id:controllers:path" (v1: the memory line;
+        v2: the single "0::path" line)."""
+        try:
+            lines = _read(os.path.join(self.proc, str(pid), "cgroup")).splitlines()
+        except OSError:  # not in our PID namespace, or exited
+            return None
+        for line in lines:
+            _id, controllers, path = line.split(":", 2)
+            if (self.version == "v1" and "memory" in controllers.split(",")) or (
+                    self.version == "v2" and _id == "0" and not controllers):
+                return os.path.join(base, path.lstrip("/"))
+        return None
 
     def read(self, path: str) -> MemoryReading:
         """All numbers of one cgroup; OSError when it vanished mid-read (the caller drops
