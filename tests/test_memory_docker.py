@@ -106,3 +106,35 @@ def test_container_removed_during_collection(docker_engine, collector):
     names = {p.tags["container"] for p in points}
     assert not names & {f"mem-doomed-{i}" for i in range(3)}
     assert all({"usage_bytes", "limit_bytes", "working_set_bytes"} <= set(p.fields) for p in points)
+
+
+def test_once_and_status_with_containers(docker_engine, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from tests.lineproto import parse
+    image = docker_engine.image()
+    box = docker_engine.run("--name", "cli-box", "-m", "24m", image, "sleep", "300")
+    env = {**os.environ, "TICK_EXPORTER_TIMERS_ENABLED": "false",
+           "TICK_EXPORTER_CONTAINERS_ENABLED": "true",
+           "TICK_EXPORTER_CONTAINERS_DOCKER_HOST": docker_engine.host,
+           "TICK_EXPORTER_HOST_MEMORY_ENABLED": "true"}
+    try:
+        once = subprocess.run([sys.executable, "-m", "exporter", "once"], env=env,
+                              capture_output=True, text=True, timeout=60)
+        status = subprocess.run([sys.executable, "-m", "exporter", "status", "--json"], env=env,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        docker_engine.remove(box)
+    assert once.returncode == 0, once.stderr
+    points = parse(once.stdout)
+    (box_point,) = [p for p in points if p.measurement == "container_memory"
+                    and p.tags["container"] == "cli-box"]
+    assert box_point.fields["limit_bytes"] == 24 * 1024 * 1024 and box_point.fields["usage_bytes"] > 0
+    assert [p.measurement for p in points].count("host_memory") == 1
+    (memory_self,) = [p for p in points if p.tags.get("component") == "memory"]
+    assert memory_self.fields["success"] is True
+    document = json.loads(status.stdout)
+    assert any(c["container"] == "cli-box" and c["limit_bytes"] == 24 * 1024 * 1024
+               for c in document["containers"])

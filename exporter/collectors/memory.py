@@ -34,33 +34,43 @@ def memory_fields(reading, oom_kills: int) -> dict:
 
 
 class OomLedger:
-    """Cumulative OOM kills per container name, in the state file."""
+    """Cumulative OOM kills per container name, in the state file.
+
+    One OOM episode is one kill, however many processes the kernel killed in it (the
+    cgroup's oom_kill counter counts each) and however many `oom` events Docker sent:
+    per container id, deaths that followed an `oom` event (`die`), or, for a container
+    that is still alive, whether its cgroup has seen an OOM kill at all.
+    """
 
     def __init__(self, state: StateFile):
-        self.entries = state.oom_kills
+        self.entries = state.oom_kills  # name -> {"before": n, "ids": {id: [alive_oom, deaths]}}
+        self.pending: set[str] = set()  # ids with an `oom` event and no `die` yet
 
-    def _entry(self, name: str) -> dict:
-        return self.entries.setdefault(name, {"before": 0, "ids": {}})
+    def _seen(self, name: str, container_id: str) -> list[int]:
+        entry = self.entries.setdefault(name, {"before": 0, "ids": {}})
+        return entry["ids"].setdefault(container_id, [0, 0])
 
     def kernel(self, name: str, container_id: str, counter: int | None) -> None:
-        if counter is not None:
-            seen = self._entry(name)["ids"].setdefault(container_id, [0, 0])
-            seen[0] = max(seen[0], counter)
+        if counter:
+            self._seen(name, container_id)[0] = 1
 
-    def event(self, name: str, container_id: str) -> None:
-        self._entry(name)["ids"].setdefault(container_id, [0, 0])[1] += 1
+    def event(self, event) -> None:
+        if event.action == "oom":
+            self.pending.add(event.id)
+        elif event.action == "die" and event.id in self.pending:
+            self.pending.discard(event.id)
+            self._seen(event.name, event.id)[1] += 1
 
     def total(self, name: str) -> int:
-        entry = self._entry(name)
-        # One kill shows in both the kernel counter and an event: count the larger.
-        return entry["before"] + sum(max(k, e) for k, e in entry["ids"].values())
+        entry = self.entries.setdefault(name, {"before": 0, "ids": {}})
+        return entry["before"] + sum(max(alive, deaths) for alive, deaths in entry["ids"].values())
 
     def retire(self, running_ids: set[str]) -> None:
         """Fold containers that are gone into their name's total."""
         for entry in self.entries.values():
             for container_id in [i for i in entry["ids"] if i not in running_ids]:
-                kernel, events = entry["ids"].pop(container_id)
-                entry["before"] += max(kernel, events)
+                alive, deaths = entry["ids"].pop(container_id)
+                entry["before"] += max(alive, deaths)
 
 
 class ContainerMemoryCollector:
@@ -92,8 +102,7 @@ class ContainerMemoryCollector:
 
     def points(self, containers, readings: dict, events, now: Now) -> list[Point]:
         for event in events:
-            if event.action == "oom":
-                self.ledger.event(event.name, event.id)
+            self.ledger.event(event)
         points = []
         for container in containers:
             reading = readings.get(container.id)

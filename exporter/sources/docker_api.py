@@ -41,16 +41,28 @@ def container_info(attrs: dict) -> ContainerInfo:
 
 class DockerSource:
     def __init__(self, docker_host: str, timeout: float = 10.0):
-        import docker  # only when the containers collector is enabled
-
-        self.client = docker.DockerClient(base_url=docker_host, timeout=int(timeout))
+        self.docker_host, self.timeout = docker_host, timeout
+        self.client = None  # connected on first use: Docker may be down when the agent starts
         self.events: deque[ContainerEvent] = deque(maxlen=10_000)
         self._closing = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name="docker-events", daemon=True)
-        self._watcher.start()
+        self._watcher: threading.Thread | None = None
+
+    def _connect(self):
+        if self.client is None:
+            import docker  # only when the containers collector is enabled
+
+            try:
+                self.client = docker.DockerClient(base_url=self.docker_host, timeout=int(self.timeout))
+            except docker.errors.DockerException as err:
+                raise ConnectionError(f"cannot reach Docker at {self.docker_host}: {err}") from err
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch, name="docker-events", daemon=True)
+            self._watcher.start()
+        return self.client
 
     def list_containers(self) -> list[ContainerInfo]:
-        return [container_info(c.attrs) for c in self.client.containers.list()]
+        """Running containers, with `docker inspect` detail (one call each)."""
+        return [container_info(c.attrs) for c in self._connect().containers.list()]
 
     def drain_events(self) -> list[ContainerEvent]:
         drained = []
@@ -80,4 +92,5 @@ class DockerSource:
 
     def close(self) -> None:
         self._closing.set()
-        self.client.close()
+        if self.client is not None:
+            self.client.close()
