@@ -37,10 +37,12 @@ def _split_unescaped(text, separator, quotes=True, limit=-1):
     return parts
 
 
-def _unescape(text):
+def _unescape(text, escapable=",= "):
+    """Drop the backslash before an escapable character (",= " in keys and tags,
+    a quote or backslash in string fields); any other backslash is literal."""
     out, i = "", 0
     while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in ",= ":
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in escapable:
             out += text[i + 1]
             i += 2
         else:
@@ -52,15 +54,7 @@ def _unescape(text):
 def _field_value(raw):
     if raw.startswith('"'):
         assert raw.endswith('"') and len(raw) >= 2, raw
-        body, out, i = raw[1:-1], "", 0
-        while i < len(body):
-            if body[i] == "\\" and i + 1 < len(body) and body[i + 1] in '"\\':
-                out += body[i + 1]
-                i += 2
-            else:
-                out += body[i]
-                i += 1
-        return out
+        return _unescape(raw[1:-1], '"\\')
     if raw in ("true", "false", "t", "f", "True", "False", "TRUE", "FALSE"):
         return raw.lower().startswith("t")
     if raw.endswith("i"):
