@@ -26,13 +26,19 @@ def build_collectors(config: Config) -> list:
         from .collectors.timers import TimersCollector
         from .sources.systemd_dbus import SystemdBus
         collectors.append(TimersCollector(SystemdBus(config.timers.bus), config.timers, host, state))
+    docker = None
+    if config.containers.enabled or config.dns.enabled:
+        from .sources.docker_api import DockerSource
+        docker = DockerSource(config.containers.docker_host)
     if config.containers.enabled:
         from .collectors.memory import ContainerMemoryCollector
         from .sources.cgroupfs import MemoryCgroups
-        from .sources.docker_api import DockerSource
         collectors.append(ContainerMemoryCollector(
-            DockerSource(config.containers.docker_host),
-            MemoryCgroups(config.containers.cgroup_root, config.containers.proc_root), host, state))
+            docker, MemoryCgroups(config.containers.cgroup_root, config.containers.proc_root),
+            host, state))
+    if config.dns.enabled:
+        from .collectors.dns import DnsCollector
+        collectors.append(DnsCollector(docker, config.dns, host))
     if config.host_memory.enabled:
         from .collectors.host_memory import HostMemoryCollector
         collectors.append(HostMemoryCollector(host, config.containers.proc_root))
@@ -104,10 +110,41 @@ async def _status(config: Config, as_json: bool) -> int:
     else:
         sections = [status.render_table(points, now.realtime_us / 1e6, status.should_color(sys.stdout),
                                         local_zone(config.timers.timezone)),
-                    status.render_containers(points),
+                    status.render_containers(points), status.render_dns(points),
+                    status.dns_remedy(points),
                     "\n".join(f"problem: {line}" for line in status.problems(points))]
         print("\n\n".join(section for section in sections if section))
     # A source that could not be read is not "everything healthy".
+    return status.exit_code(points)
+
+
+async def _doctor_dns(config: Config) -> int:
+    """`tick-exporter doctor dns`: every container's resolver, the probes, the host's
+    stub and upstreams, and the filled-in fix when the public fallback bites."""
+    from dataclasses import replace as with_values
+
+    from . import status
+    from .agent import Agent
+    only_dns = with_values(config, timers=with_values(config.timers, enabled=False),
+                           containers=with_values(config.containers, enabled=False),
+                           host_memory=with_values(config.host_memory, enabled=False),
+                           dns=with_values(config.dns, enabled=True))
+    agent = Agent(build_collectors(only_dns), [], config.agent.hostname)
+    try:
+        points = await agent.sample(agent.clock())
+    finally:
+        await agent.close()
+    host = next((p.fields for p in points if p.measurement == "host_dns"), {})
+    lines = [f"host resolv.conf: {host.get('nameservers') or '-'}"
+             + (" (a loopback stub)" if host.get("loopback_stub") else ""),
+             f"host upstream servers: {host.get('upstreams') or '-'}", "",
+             status.render_dns(points) or "no running containers"]
+    failed = [p for p in points if p.measurement == "container_dns_probe" and not p.fields["ok"]]
+    lines += [f"  {p.tags['container']}: {p.tags['query']} @ {p.tags['server']}: {p.tags['result']}"
+              + (f" ({p.fields['error']})" if p.fields.get("error") else "") for p in failed]
+    lines += ["", status.dns_remedy(points)] if status.dns_remedy(points) else []
+    lines += [f"problem: {line}" for line in status.problems(points)]
+    print("\n".join(lines))
     return status.exit_code(points)
 
 
@@ -184,6 +221,8 @@ def parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common],
                                  help="show every timer's health; exit 0 when all are healthy, 1 otherwise")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    doctor = commands.add_parser("doctor", parents=[common], help="diagnose the host")
+    doctor.add_argument("topic", choices=("dns",), help="dns: containers' resolvers, probes and the fix")
     commands.add_parser("check-config", parents=[common],
                         help="validate the configuration: exit 0 when valid, 2 otherwise")
     return top
@@ -203,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return asyncio.run(_status(config, args.json))
+    if args.command == "doctor":
+        return asyncio.run(_doctor_dns(config))
     if args.command == "once":
         return asyncio.run(_once(config))
     return asyncio.run(_run(config, enabled_outputs(config, args.output), args.signal == "stdin"))

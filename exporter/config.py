@@ -62,12 +62,12 @@ def _positive_duration(value: Any) -> float:
     return seconds
 
 
-def _globs(value: Any) -> list[str]:
+def _strings(value: Any) -> list[str]:
     # From the environment a list is comma-separated: TICK_EXPORTER_TIMERS_INCLUDE="backup*,db-*"
     if isinstance(value, str):
         value = [item.strip() for item in value.split(",") if item.strip()]
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
-        raise ValueError(f"{_show(value)} is not a list of glob patterns")
+        raise ValueError(f"{_show(value)} is not a list of strings")
     return value
 
 
@@ -169,8 +169,8 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "timers": {
         "enabled": (_bool, True),
         "bus": (_bus, "system"),
-        "include": (_globs, ["*"]),
-        "exclude": (_globs, []),
+        "include": (_strings, ["*"]),
+        "exclude": (_strings, []),
         "grace": (_duration, "5m"),
         "max_runtime": (_duration, "0s"),  # 0 = no limit
         "timezone": (_zone, ""),  # "" = the host's (TZ, /etc/localtime)
@@ -184,6 +184,14 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     },
     "host_memory": {
         "enabled": (_bool, False),
+    },
+    "dns": {
+        "enabled": (_bool, False),
+        "queries": (_strings, []),  # names to resolve in every container (none: classify only)
+        "timeout": (_positive_duration, "2s"),  # one deadline for all probes of a sample
+        "skip_servers": (_strings, []),  # never probed, e.g. ["8.8.8.8", "8.8.4.4"]
+        "host_resolv_conf": (_str, "/etc/resolv.conf"),
+        "upstream_resolv_conf": (_str, "/run/systemd/resolve/resolv.conf"),
     },
     "output.stdout": {
         "enabled": (_bool, False),
@@ -258,6 +266,16 @@ class HostMemoryConfig:
 
 
 @dataclass(frozen=True)
+class DnsConfig:
+    enabled: bool
+    queries: list[str]
+    timeout: float
+    skip_servers: list[str]
+    host_resolv_conf: str
+    upstream_resolv_conf: str
+
+
+@dataclass(frozen=True)
 class StdoutConfig:
     enabled: bool
 
@@ -305,6 +323,7 @@ class Config:
     timers: TimersConfig
     containers: ContainersConfig
     host_memory: HostMemoryConfig
+    dns: DnsConfig
     stdout: StdoutConfig
     influxdb: InfluxDBConfig
     spool: SpoolConfig
@@ -405,6 +424,7 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
         timers=TimersConfig(**sections["timers"]),
         containers=ContainersConfig(**sections["containers"]),
         host_memory=HostMemoryConfig(**sections["host_memory"]),
+        dns=DnsConfig(**sections["dns"]),
         stdout=StdoutConfig(**sections["output.stdout"]),
         influxdb=InfluxDBConfig(**sections["output.influxdb"]),
         spool=SpoolConfig(**sections["spool"]),

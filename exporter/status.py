@@ -241,6 +241,36 @@ def render_containers(points: list[Point]) -> str:
                                      for i, cell in enumerate(row)).rstrip(" ") for row in rows)
 
 
+def dns_remedy(points: list[Point]) -> str:
+    """The filled-in fix when containers on Docker's public fallback fail to resolve
+    (or could not be shown to resolve); "" otherwise."""
+    from .dns_classify import remedy
+    broken = [p.tags.get("container", "") for p in points if p.measurement == "container_dns"
+              and p.fields.get("public_fallback") and not p.fields.get("ok")]
+    if not broken:
+        return ""
+    upstreams = next((p.fields.get("upstreams", "") for p in points if p.measurement == "host_dns"), "")
+    names = ", ".join(_clean(name) for name in sorted(broken))
+    return (f"DNS: {names} use Docker's public DNS fallback and do not resolve.\n"
+            + remedy([s for s in upstreams.split(",") if s]))
+
+
+def render_dns(points: list[Point]) -> str:
+    """container_dns as a table (for `tick-exporter doctor dns`)."""
+    rows = [("CONTAINER", "NETWORK", "RESOLVER", "NAMESERVERS", "PROBES FAILED", "OK")]
+    for point in sorted((p for p in points if p.measurement == "container_dns"),
+                        key=lambda p: p.tags.get("container", "")):
+        rows.append((_clean(point.tags.get("container", "")), point.tags.get("network_mode", ""),
+                     point.tags.get("resolver_kind", ""), point.fields.get("nameservers", ""),
+                     f"{point.fields.get('probes_failed', 0)}/{point.fields.get('probes', 0)}",
+                     "yes" if point.fields.get("ok") else "NO"))
+    if len(rows) == 1:
+        return ""
+    widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(SEPARATOR.join(cell + " " * (widths[i] - _width(cell))
+                                     for i, cell in enumerate(row)).rstrip(" ") for row in rows)
+
+
 def problems(points: list[Point]) -> list[str]:
     """What the agent could not sample, with the reason (and the fix, where the
     collector knows it: a disabled memory cgroup names the cmdline.txt change)."""
@@ -252,7 +282,9 @@ def exit_code(points: list[Point]) -> int:
     """0 when every `systemd_timer` point is healthy (or there are none) and every
     collector could sample, else 1."""
     return 0 if all(p.fields.get("healthy") is True
-                    for p in points if p.measurement == MEASUREMENT) and not problems(points) else 1
+                    for p in points if p.measurement == MEASUREMENT) and not problems(points) \
+        and all(p.fields.get("ok") is not False for p in points if p.measurement == "container_dns") \
+        else 1
 
 
 def should_color(stream) -> bool:

@@ -118,7 +118,7 @@ password = "secret"
 """)
     assert problems(path) == [
         "agent.interval: 60 is not a string",
-        "timers.include: [1, 2] is not a list of glob patterns",
+        "timers.include: [1, 2] is not a list of strings",
         'output.influxdb.database: required when api = "v1"',
         "output.influxdb.password: set without output.influxdb.username",
     ]

@@ -21,6 +21,9 @@ class ContainerInfo:
     labels: dict = field(default_factory=dict)
     pid: int = 0
     cgroup_parent: str = ""
+    network_mode: str = ""
+    resolv_conf_path: str = ""  # a host path (docker inspect ResolvConfPath)
+    dns: list = field(default_factory=list)  # docker run --dns
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ def container_info(attrs: dict) -> ContainerInfo:
     config, host = attrs.get("Config") or {}, attrs.get("HostConfig") or {}
     return ContainerInfo(attrs["Id"], attrs.get("Name", "").lstrip("/"), config.get("Image", ""),
                          config.get("Labels") or {}, (attrs.get("State") or {}).get("Pid", 0),
-                         host.get("CgroupParent") or "")
+                         host.get("CgroupParent") or "", host.get("NetworkMode") or "",
+                         attrs.get("ResolvConfPath") or "", host.get("Dns") or [])
 
 
 class DockerSource:
@@ -91,6 +95,8 @@ class DockerSource:
                 self._closing.wait(5)
 
     def close(self) -> None:
+        """Idempotent: the memory and DNS collectors share one source."""
         self._closing.set()
         if self.client is not None:
             self.client.close()
+            self.client = None
