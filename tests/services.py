@@ -1532,3 +1532,141 @@ class DockerEngine(_Service):
         if not pid:
             raise RuntimeError(f"container {container[:12]} is not running (State.Pid is 0)")
         return cgroup_dir_of(pid, controller)
+
+
+# ---------------------------------------------------------------------------
+# dnsmasq: the tests' own DNS server
+
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+# dns(5) numbers the helpers below need (stdlib only, like the rest of this file).
+DNS_NOERROR, DNS_SERVFAIL, DNS_NXDOMAIN, DNS_REFUSED = 0, 2, 3, 5
+
+
+def dns_query(server: str, name: str, *, port: int = 53, timeout: float = 2.0) -> tuple[int, list[str], bool]:
+    """One A query over UDP (no EDNS) from this process's namespace: (rcode, the IPv4
+    addresses answered, truncated).  socket.timeout when nothing answers."""
+    ident = random.randrange(1 << 16)
+    question = b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split(".")) + b"\0"
+    packet = struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + question + struct.pack("!HH", 1, 1)
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect((server, port))
+        sock.send(packet)
+        while True:
+            data = sock.recv(65535)
+            if len(data) >= 12 and struct.unpack_from("!H", data)[0] == ident:
+                break
+    _, flags, qdcount, ancount, _, _ = struct.unpack_from("!HHHHHH", data)
+    pos = 12
+
+    def skip_name(pos: int) -> int:
+        while True:
+            length = data[pos]
+            if length == 0:
+                return pos + 1
+            if length & 0xC0 == 0xC0:  # compression pointer
+                return pos + 2
+            pos += 1 + length
+
+    for _ in range(qdcount):
+        pos = skip_name(pos) + 4
+    addresses = []
+    truncated = bool(flags & 0x0200)
+    for _ in range(ancount):
+        if pos >= len(data):
+            break
+        pos = skip_name(pos)
+        rtype, _rclass, _ttl, rdlength = struct.unpack_from("!HHIH", data, pos)
+        pos += 10
+        if rtype == 1 and rdlength == 4:
+            addresses.append(socket.inet_ntoa(data[pos:pos + 4]))
+        pos += rdlength
+    return flags & 0x000F, addresses, truncated
+
+
+class Dnsmasq(_Service):
+    """Debian's dnsmasq as the tests' own DNS server on ``address``:``port``
+    (default 53: what resolv.conf and a DNS probe can name), answering only
+    from its command line: nothing is ever forwarded (``--no-resolv``, no
+    ``--server``), neither /etc/hosts nor /etc/dnsmasq.conf is read.
+
+    * ``hosts``: name -> address or list of addresses (``--host-record``; many
+      addresses for one name make an answer too big for 512-byte UDP, so a
+      client has to ask again over TCP);
+    * ``local``: domains answered from those records only: NXDOMAIN for any
+      other name in them (``--local=/domain/``); names outside them get
+      REFUSED ("no upstream servers");
+    * ``--log-queries``: ``queries()`` lists the names asked, from the log, so a
+      test can check what reached the server.
+
+    ``address`` must be an address of this machine that a test created (a test
+    bridge's, e.g. ``DockerEngine.bridge_ip``) or a loopback one:
+    ``--bind-interfaces`` binds exactly there.  ``.address`` and ``.port``.
+    """
+
+    name = "dnsmasq"
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        hosts: Mapping[str, str | Sequence[str]] | None = None,
+        local: Sequence[str] = (),
+        port: int = 53,
+        start_timeout: float = START_TIMEOUT,
+    ):
+        super().__init__(start_timeout)
+        self.address = address
+        self.port = port
+        self.hosts = {name: [a] if isinstance(a, str) else list(a) for name, a in (hosts or {}).items()}
+        self.local = list(local)
+
+    def argv(self) -> list[str]:
+        args = [
+            DNSMASQ,
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--conf-file=/dev/null",
+            "--bind-interfaces",
+            f"--listen-address={self.address}",
+            f"--port={self.port}",
+            "--pid-file",  # no argument: no pid file
+            "--log-facility=-",
+            "--log-queries",
+        ]
+        args += [f"--local=/{domain}/" for domain in self.local]
+        args += [f"--host-record={name},{a}" for name, addresses in self.hosts.items() for a in addresses]
+        return args
+
+    def ping(self) -> bool:
+        try:
+            dns_query(self.address, "ready.invalid", port=self.port, timeout=0.5)
+        except OSError:
+            return False
+        return True
+
+    def start(self) -> "Dnsmasq":
+        if self.running:
+            return self
+        if not os.path.exists(DNSMASQ):
+            raise RuntimeError(f"{DNSMASQ} is missing (apt-get install dnsmasq-base)")
+        started = time.monotonic()
+        self.proc = _spawn(self.argv(), self.log_path)
+        self._wait_ready(self.ping, started)
+        return self
+
+    def query(self, name: str, timeout: float = 2.0) -> tuple[int, list[str], bool]:
+        """``dns_query`` against this server, from this process's namespace."""
+        return dns_query(self.address, name, port=self.port, timeout=timeout)
+
+    def queries(self) -> list[tuple[str, str]]:
+        """(name, client address) of every query logged so far, oldest first."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return re.findall(r"query\[\w+\] (\S+) from (\S+)", text)
