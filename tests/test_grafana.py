@@ -80,10 +80,6 @@ def schema():
                     current["tags"].add(name)
                 elif row.group(2):
                     current["fields"][name] = row.group(2)
-    # host_memory and host_dns carry the `host` tag ([agent] hostname, as every point)
-    # but docs/metrics.md has no tag table for them.
-    for name in ("host_memory", "host_dns"):
-        out[name]["tags"].add("host")
     return out
 
 
