@@ -2,16 +2,8 @@
 exporter.spool.Spool, same drop-oldest cap, nothing survives a restart."""
 
 from collections import deque
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class Batch:
-    text: str
-    points: int
-    records: int
-    oldest_ns: int
-    end: int  # sequence number after the last record
+from .spool import Batch
 
 
 class MemorySpool:
@@ -53,11 +45,12 @@ class MemorySpool:
             points += record[2]
         if not chosen:
             return None
+        # position: (0, sequence number after the last record), the spool's shape
         return Batch("".join(r[3] for r in chosen), points, len(chosen), chosen[0][1],
-                     chosen[-1][0] + 1)
+                     (0, chosen[-1][0] + 1))
 
     def ack(self, consumer: str, batch: Batch) -> None:
-        self.cursors[consumer] = max(self.cursors[consumer], batch.end)
+        self.cursors[consumer] = max(self.cursors[consumer], batch.position[1])
         slowest = min(self.cursors.values())
         while self.records and self.records[0][0] < slowest:
             self.size -= len(self.records.popleft()[3])
