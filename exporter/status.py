@@ -220,6 +220,13 @@ def format_bytes(value: int) -> str:
     return f"{value}B"
 
 
+def _align(rows) -> str:
+    """Plain rows as columns padded to the widest visible cell."""
+    widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(SEPARATOR.join(cell + " " * (widths[i] - _width(cell))
+                                     for i, cell in enumerate(row)).rstrip(" ") for row in rows)
+
+
 def render_containers(points: list[Point]) -> str:
     """`container_memory` points as an aligned table: memory against the limit, working
     set, OOM kills. "" when there are none. No trailing newline."""
@@ -236,9 +243,7 @@ def render_containers(points: list[Point]) -> str:
                      str(fields.get("oom_kills", 0) or "-")))
     if len(rows) == 1:
         return ""
-    widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(SEPARATOR.join(cell + " " * (widths[i] - _width(cell))
-                                     for i, cell in enumerate(row)).rstrip(" ") for row in rows)
+    return _align(rows)
 
 
 def dns_remedy(points: list[Point]) -> str:
@@ -266,9 +271,7 @@ def render_dns(points: list[Point]) -> str:
                      "yes" if point.fields.get("ok") else "NO"))
     if len(rows) == 1:
         return ""
-    widths = [max(_width(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join(SEPARATOR.join(cell + " " * (widths[i] - _width(cell))
-                                     for i, cell in enumerate(row)).rstrip(" ") for row in rows)
+    return _align(rows)
 
 
 def problems(points: list[Point]) -> list[str]:
