@@ -64,8 +64,11 @@ class DnsCollector:
         results = await self.probe(targets, self.config.timeout, set(self.config.skip_servers)) \
             if targets else []
         points = [Point("host_dns", {"host": self.host}, host_fields, now.time_ns)]
+        by_container: dict[str, list] = {}
+        for result in results:
+            by_container.setdefault(result.container, []).append(result)
         for container, conf, kind in seen:
-            mine = [r for r in results if r.container == container.name]
+            mine = by_container.get(container.name, [])
             points.append(self._container_point(container, conf, kind, mine, now))
             points += [self._probe_point(r, now) for r in mine]
         return points
