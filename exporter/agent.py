@@ -34,9 +34,11 @@ class Agent:
     """collectors: see exporter.collectors; outputs: written directly each sample
     (stdout); workers: DeliveryWorkers fed from `spool` (InfluxDB)."""
 
-    def __init__(self, collectors, outputs, host: str, clock=Now.read, spool=None, workers=()):
+    def __init__(self, collectors, outputs, host: str, clock=Now.read, spool=None, workers=(),
+                 after_sample=None):
         self.collectors, self.outputs, self.host, self.clock = collectors, outputs, host, clock
         self.spool, self.workers = spool, list(workers)
+        self.after_sample = after_sample  # f(points, now_s) once a sample is handed on
         self._output_points: list[Point] = []  # results of the last direct write
 
     async def _collect_one(self, collector, now: Now) -> list[Point]:
@@ -109,7 +111,13 @@ class Agent:
 
     async def _take_sample(self) -> None:
         now = self.clock()
-        await self.write(await self.sample(now), now)
+        points = await self.sample(now)
+        await self.write(points, now)
+        if self.after_sample is not None:
+            try:
+                self.after_sample(points, now.realtime_us / 1e6)
+            except OSError as err:  # a full disk must not stop the sampling
+                log.warning("after-sample hook failed: %s", err)
 
     async def _tick(self, interval: float, stop: asyncio.Event) -> None:
         next_tick = math.ceil(time.time() / interval) * interval

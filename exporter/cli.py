@@ -1,4 +1,4 @@
-"""Command line: `tick-exporter once | run | status | check-config`.
+"""Command line: `tick-exporter once | run | status | health | doctor | check-config`.
 
 Exit status: 0 success, 2 bad configuration or usage (every problem listed on stderr).
 """
@@ -148,6 +148,16 @@ async def _doctor_dns(config: Config) -> int:
     return status.exit_code(points)
 
 
+def _health(config: Config) -> int:
+    """Reads the heartbeat `run` writes beside its state file; never samples itself."""
+    import time
+
+    from .health import check, heartbeat_path
+    healthy, line = check(heartbeat_path(config.agent.state_path), time.time())
+    print(f"{'healthy' if healthy else 'unhealthy'}: {line}")
+    return 0 if healthy else 1
+
+
 async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:
     from .agent import Agent
     try:
@@ -155,8 +165,10 @@ async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:
     except (OSError, RuntimeError) as err:  # spool directory unwritable, or another agent holds it (SpoolInUse)
         log.error("cannot open the spool: %s", err)
         return 1
+    from .health import Heartbeat, heartbeat_path
+    beat = Heartbeat(heartbeat_path(config.agent.state_path), config.agent.interval)
     agent = Agent(build_collectors(config), direct, config.agent.hostname, spool=spool,
-                  workers=workers)
+                  workers=workers, after_sample=beat.write)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -223,6 +235,8 @@ def parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     doctor = commands.add_parser("doctor", parents=[common], help="diagnose the host")
     doctor.add_argument("topic", choices=("dns",), help="dns: containers' resolvers, probes and the fix")
+    commands.add_parser("health", parents=[common],
+                        help="exit 0 when the running agent sampled recently (Docker HEALTHCHECK), 1 otherwise")
     commands.add_parser("check-config", parents=[common],
                         help="validate the configuration: exit 0 when valid, 2 otherwise")
     return top
@@ -242,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return asyncio.run(_status(config, args.json))
+    if args.command == "health":
+        return _health(config)
     if args.command == "doctor":
         return asyncio.run(_doctor_dns(config))
     if args.command == "once":

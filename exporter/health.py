@@ -1,0 +1,66 @@
+"""The agent's own liveness, for Docker's HEALTHCHECK and for scripts: `run` rewrites a
+small heartbeat file after every sample; `tick-exporter health` reads it.
+
+Why a file and not a probe of the sources: a container's healthcheck runs in a fresh
+process, and "the D-Bus answers" says nothing about whether the agent's loop is still
+sampling. A stale heartbeat does. A source that fails is not an unhealthy agent: it is
+already reported as data (`exporter` points with success=false), so it is listed here but
+does not fail the check, or a host without Docker would restart the agent forever.
+"""
+
+import json
+import os
+import tempfile
+
+# Docker runs the healthcheck on its own schedule: allow two missed samples plus slack
+# for a slow sample before calling the loop dead.
+STALE_INTERVALS = 2
+STALE_SLACK_S = 30.0
+
+
+def heartbeat_path(state_path: str) -> str:
+    """Beside the state file: the directory the agent already owns and persists."""
+    return os.path.join(os.path.dirname(state_path) or ".", "heartbeat.json")
+
+
+class Heartbeat:
+    """`write(points, now_s)` after each sample records when it was taken and which
+    collectors or outputs failed in it (their `exporter` points)."""
+
+    def __init__(self, path: str, interval_s: float):
+        self.path, self.interval_s = path, interval_s
+
+    def write(self, points, now_s: float) -> None:
+        failed = sorted({p.tags["component"] for p in points
+                         if p.measurement == "exporter" and p.fields.get("success") is False})
+        body = json.dumps({"sampled_at": now_s, "interval_s": self.interval_s,
+                           "pid": os.getpid(), "failed": failed})
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, exist_ok=True)
+        handle, temp = tempfile.mkstemp(dir=directory, prefix=".heartbeat-")
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                out.write(body)
+            os.replace(temp, self.path)
+        except BaseException:
+            os.unlink(temp)
+            raise
+
+
+def check(path: str, now_s: float) -> tuple[bool, str]:
+    """(healthy, one line for a human)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            beat = json.load(handle)
+        sampled_at, interval = float(beat["sampled_at"]), float(beat["interval_s"])
+    except FileNotFoundError:
+        return False, f"no heartbeat at {path}: the agent has not completed a sample yet"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return False, f"unreadable heartbeat {path}: {err}"
+    age = now_s - sampled_at
+    limit = STALE_INTERVALS * interval + STALE_SLACK_S
+    failed = beat.get("failed") or []
+    note = f"; failing sources: {', '.join(failed)}" if failed else ""
+    if age > limit:
+        return False, f"last sample {age:.0f}s ago (limit {limit:.0f}s): the agent is stuck or stopped{note}"
+    return True, f"last sample {max(age, 0):.0f}s ago{note}"
