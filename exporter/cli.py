@@ -11,7 +11,7 @@ import signal
 import sys
 
 from . import __version__, logs
-from .config import Config, ConfigError, load_config
+from .config import CONFIG_FILE_ENV, Config, ConfigError, load_config
 
 log = logging.getLogger("tick_exporter")
 EXIT_CONFIG = 2
@@ -215,7 +215,8 @@ def _load(path: str | None, outputs: list[str] | None) -> Config:
 
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="TOML config file (default: built-in defaults)")
+    common.add_argument("--config", metavar="FILE", default=os.environ.get(CONFIG_FILE_ENV) or None,
+                        help=f"TOML config file (default: ${CONFIG_FILE_ENV}, else built-in defaults)")
     common.add_argument("--log-format", choices=("plain", "json"), default="plain")
     common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     top = argparse.ArgumentParser(prog="tick-exporter", description=__doc__.splitlines()[0])

@@ -18,6 +18,9 @@ from urllib.parse import urlparse
 from .durations import parse_duration
 
 ENV_PREFIX = "TICK_EXPORTER_"
+# The config file when --config is not given (a container sets it once for `run` and for
+# the HEALTHCHECK's `health`).
+CONFIG_FILE_ENV = "TICK_EXPORTER_CONFIG"
 
 
 class ConfigError(Exception):
@@ -175,6 +178,10 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "max_runtime": (_duration, "0s"),  # 0 = no limit
         "timezone": (_zone, ""),  # "" = the host's (TZ, /etc/localtime)
         "overrides": (_overrides, {}),
+        # Between samples the timers are followed from systemd's signals; every
+        # resync_interval all of them are read again (heals what no signal announces,
+        # e.g. a unit file written without a daemon-reload). "0s": a full read each sample.
+        "resync_interval": (_duration, "10m"),
     },
     "containers": {
         "enabled": (_bool, False),
@@ -239,6 +246,7 @@ class TimersConfig:
     max_runtime: float
     timezone: str
     overrides: dict[str, dict[str, float]]
+    resync_interval: float
 
     def grace_for(self, timer: str) -> float:
         return self.overrides.get(timer, {}).get("grace", self.grace)
@@ -342,7 +350,7 @@ def _env_overrides(environ: dict[str, str]) -> tuple[dict[tuple[str, str], str],
             continue
         if name in by_name:
             found[by_name[name]] = value
-        else:
+        elif name != CONFIG_FILE_ENV:
             problems.append(f"{name}: unknown environment variable (not a config key)")
     return found, problems
 

@@ -64,3 +64,16 @@ def test_health_command_follows_a_real_run(user_manager, private_state_file):
     finally:
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0, agent.stderr.read()
+
+
+def test_config_file_from_the_environment(tmp_path):
+    """TICK_EXPORTER_CONFIG names the file when --config is absent (the image sets it once
+    for `run` and the HEALTHCHECK); it is not mistaken for a config key."""
+    config = tmp_path / "agent.toml"
+    config.write_text('[agent]\ninterval = "7s"\nbogus = 1\n')
+    result = cli("check-config", env={"TICK_EXPORTER_CONFIG": str(config)})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["config error: agent.bogus: unknown key"]
+    config.write_text('[agent]\ninterval = "7s"\n')
+    result = cli("check-config", env={"TICK_EXPORTER_CONFIG": str(config)})
+    assert result.returncode == 0 and result.stdout.strip() == f"{config}: configuration is valid"

@@ -1,0 +1,44 @@
+# tick-exporter image: linux/arm/v7 (Raspberry Pi, HypriotOS), linux/arm64, linux/amd64.
+#
+#   docker build -t tick-exporter .                         # on the target machine
+#   docker buildx build --platform linux/arm/v7,linux/arm64,linux/amd64 -t REPO/tick-exporter .
+#
+# BASE_IMAGE: any Debian-like image with python3 >= 3.11 and its venv module. The default
+# is the official Python image; the tests build FROM a debootstrapped Debian instead
+# (scripts/build-base-image), since no registry is reachable there. PIP_NO_INDEX and
+# PIP_FIND_LINKS (build arguments, read by pip as environment) let a build install from
+# a directory of wheels in the build context with no network.
+#
+# Runtime dependencies are pure Python or have wheels for all three platforms except
+# dbus-fast on arm/v7, which then installs as pure Python (no compiler needed). Nothing
+# is compiled, so the runtime stage has no toolchain.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+ARG PIP_NO_INDEX=
+ARG PIP_FIND_LINKS=
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+COPY . /src
+RUN python3 -m venv /opt/tick-exporter \
+ && /opt/tick-exporter/bin/pip install /src \
+ && /opt/tick-exporter/bin/pip uninstall -y pip \
+ && find /opt/tick-exporter -name __pycache__ -prune -exec rm -rf {} + \
+ && /opt/tick-exporter/bin/python -m compileall -q /opt/tick-exporter/lib
+
+FROM ${BASE_IMAGE}
+COPY --from=build /opt/tick-exporter /opt/tick-exporter
+# The host's paths, mounted read-only by docker-compose.yml (see docs/deploy.md for why
+# each is needed). Every key can be overridden with TICK_EXPORTER_<SECTION>_<KEY>.
+ENV PATH=/opt/tick-exporter/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    TICK_EXPORTER_TIMERS_BUS=unix:path=/run/dbus/system_bus_socket \
+    TICK_EXPORTER_AGENT_STATE_PATH=/var/lib/tick-exporter/state.json \
+    TICK_EXPORTER_SPOOL_PATH=/var/lib/tick-exporter/spool
+VOLUME /var/lib/tick-exporter
+# Root in the container: reading the host's system bus needs no privilege, but the DNS
+# probes enter other containers' network namespaces (setns needs CAP_SYS_ADMIN). The
+# compose file drops every capability except those.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=2m --retries=3 \
+    CMD ["tick-exporter", "health"]
+ENTRYPOINT ["tick-exporter"]
+CMD ["run"]
