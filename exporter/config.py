@@ -225,6 +225,9 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "retry_initial": (_positive_duration, "1s"),  # first retry delay, doubled each time
         "retry_max": (_positive_duration, "60s"),  # longest retry delay
         "gzip": (_bool, False),
+        # api = "v1": on "database not found", CREATE DATABASE and write again, as
+        # Telegraf's outputs.influxdb does (needs a user allowed to create databases).
+        "skip_database_creation": (_bool, False),
     },
 }
 
@@ -313,6 +316,7 @@ class InfluxDBConfig:
     retry_initial: float
     retry_max: float
     gzip: bool
+    skip_database_creation: bool
 
     @property
     def v2_bucket(self) -> str:

@@ -7,6 +7,7 @@ Both send the same line-protocol bytes, timestamps in nanoseconds.
 
 import base64
 import gzip
+import json
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,28 +21,57 @@ def _v1_writer(config: InfluxDBConfig):
     if config.retention_policy:
         query["rp"] = config.retention_policy
     url = f"{config.url}/write?{urllib.parse.urlencode(query)}"
-    headers = {"Content-Type": "text/plain; charset=utf-8"}
+    query_url = f"{config.url}/query"
+    headers = {}
+    write_headers = {"Content-Type": "text/plain; charset=utf-8"}
     if config.gzip:
-        headers["Content-Encoding"] = "gzip"
+        write_headers["Content-Encoding"] = "gzip"
     if config.username:
         credentials = f"{config.username}:{config.password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+
+    def post(target: str, body: bytes, content_headers: dict) -> bytes:
+        request = urllib.request.Request(target, data=body, headers={**headers, **content_headers},
+                                          method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=config.timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as err:
+            text = err.read().decode(errors="replace").strip()
+            path = target[len(config.url):].split("?")[0]
+            raise OutputError(f"HTTP {err.code} from {config.url}{path}: {text}", err.code,
+                              parse_retry_after(err.headers.get("Retry-After"))) from err
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise OutputError(f"cannot reach {config.url}: {reason}") from err
+
+    def create_database() -> None:
+        # InfluxQL identifiers in double quotes; \ and " escaped inside them.
+        name = config.database.replace("\\", "\\\\").replace('"', '\\"')
+        form = urllib.parse.urlencode({"q": f'CREATE DATABASE "{name}"'}).encode()
+        answer = post(query_url, form, {"Content-Type": "application/x-www-form-urlencoded"})
+        # Statement errors come back as 200 with {"results":[{"error": ...}]}.
+        try:
+            error = json.loads(answer)["results"][0].get("error")
+        except (ValueError, KeyError, IndexError, TypeError):
+            error = f"unexpected answer {answer[:200]!r}"
+        if error:
+            raise OutputError(f"database {config.database!r} not found and CREATE DATABASE "
+                              f"failed: {error}", 404)
 
     def write(text: str) -> None:
         body = text.encode()
         if config.gzip:
             body = gzip.compress(body)
-        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=config.timeout):
-                return
-        except urllib.error.HTTPError as err:
-            body = err.read().decode(errors="replace").strip()
-            raise OutputError(f"HTTP {err.code} from {config.url}/write: {body}", err.code,
-                              parse_retry_after(err.headers.get("Retry-After"))) from err
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise OutputError(f"cannot reach {config.url}: {reason}") from err
+            post(url, body, write_headers)
+        except OutputError as err:
+            # InfluxDB 1.x answers 404 {"error":"database not found: \"x\""} to a write
+            # into a database nobody created (a fresh server, a wiped volume).
+            if err.status != 404 or "database not found" not in str(err) or config.skip_database_creation:
+                raise
+            create_database()
+            post(url, body, write_headers)
 
     return write, lambda: None
 
