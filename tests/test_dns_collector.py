@@ -43,7 +43,7 @@ def recorded_probe(answers):
     return probe
 
 
-def collector(tmp_path, containers, answers, skip=""):
+def collector(tmp_path, containers, answers, skip="", proc_root=None):
     host = tmp_path / "resolv.conf"
     host.write_text((RESOLV / "host-network-stub.conf").read_text())
     upstream = tmp_path / "upstream.conf"
@@ -52,7 +52,10 @@ def collector(tmp_path, containers, answers, skip=""):
                                 "TICK_EXPORTER_DNS_SKIP_SERVERS": skip,
                                 "TICK_EXPORTER_DNS_HOST_RESOLV_CONF": str(host),
                                 "TICK_EXPORTER_DNS_UPSTREAM_RESOLV_CONF": str(upstream)}).dns
-    return DnsCollector(RecordedDocker(containers), config, "h", recorded_probe(answers))
+    # An empty proc tree unless given: never the machine's /proc/<pid>/root.
+    proc_root = proc_root or tmp_path / "no-proc"
+    return DnsCollector(RecordedDocker(containers), config, "h", recorded_probe(answers),
+                        proc_root=str(proc_root))
 
 
 CONTAINERS = [
@@ -99,3 +102,20 @@ def test_skipped_fallback_servers_are_not_ok(tmp_path):
     (dns,) = [p for p in points if p.measurement == "container_dns"]
     assert dns.fields["probes"] == 0 and dns.fields["ok"] is False
     assert not [p for p in points if p.measurement == "container_dns_probe"]
+
+
+def test_resolv_conf_through_the_container_root_when_the_host_path_is_not_visible(tmp_path):
+    """An agent in a container does not see Docker's data root; with the host PID
+    namespace it reads /proc/<pid>/root/etc/resolv.conf instead."""
+    proc = tmp_path / "proc"
+    etc = proc / "4242" / "root" / "etc"
+    etc.mkdir(parents=True)
+    etc.joinpath("resolv.conf").write_text((RESOLV / "docker-20.10-fallback-ndots.conf").read_text())
+    hidden = container_info({"Id": "h" * 64, "Name": "/hidden", "Config": {"Image": "busybox"},
+                             "State": {"Pid": 4242}, "ResolvConfPath": "/var/lib/docker/nowhere",
+                             "HostConfig": {"NetworkMode": "default", "Dns": []}})
+    answers = {("hidden", "8.8.8.8"): ("timeout", -1, 2000.0, "x"), ("hidden", "8.8.4.4"): ("timeout", -1, 2000.0, "x")}
+    points = asyncio.run(collector(tmp_path, [hidden], answers, proc_root=proc).collect(NOW))
+    (dns,) = [p for p in points if p.measurement == "container_dns"]
+    assert dns.tags["container"] == "hidden" and dns.tags["resolver_kind"] == "public_fallback"
+    assert dns.fields["nameservers"] == "8.8.8.8,8.8.4.4"

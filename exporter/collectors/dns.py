@@ -26,8 +26,8 @@ def read_conf(path: str):
 class DnsCollector:
     name = "dns"
 
-    def __init__(self, docker, config, host: str, probe=None):
-        self.docker, self.config, self.host = docker, config, host
+    def __init__(self, docker, config, host: str, probe=None, proc_root: str = "/proc"):
+        self.docker, self.config, self.host, self.proc_root = docker, config, host, proc_root
         if probe is None:
             from ..sources.dns_probe import probe_all as probe
         self.probe = probe
@@ -47,6 +47,16 @@ class DnsCollector:
         fields = {"loopback_stub": stub, "nameservers": ",".join(own), "upstreams": ",".join(upstreams)}
         return fields, upstreams
 
+    def container_conf(self, container):
+        """ResolvConfPath is a path on the host (under Docker's data root). An agent in a
+        container does not see it, but with the host PID namespace it sees the file
+        Docker bind-mounts there as the container's /etc/resolv.conf, through the
+        container's root: /proc/<pid>/root (needs ptrace access: CAP_SYS_PTRACE)."""
+        conf = read_conf(container.resolv_conf_path)
+        if conf is None and container.pid:
+            conf = read_conf(f"{self.proc_root}/{container.pid}/root/etc/resolv.conf")
+        return conf
+
     async def collect(self, now: Now) -> list[Point]:
         from ..sources.dns_probe import ProbeTarget
 
@@ -54,7 +64,7 @@ class DnsCollector:
         containers = await asyncio.to_thread(self.docker.list_containers)
         seen = []
         for container in containers:
-            conf = read_conf(container.resolv_conf_path)
+            conf = self.container_conf(container)
             if conf is None:  # removed since it was listed: no half point
                 continue
             kind = classify(conf, container.network_mode, container.dns, upstreams)
