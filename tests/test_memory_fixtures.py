@@ -157,3 +157,15 @@ def test_status_names_the_fix_when_the_memory_cgroup_is_disabled(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert "container_memory" not in once.stdout  # no zeros dressed up as measurements
     assert "cgroup_enable=memory" in once.stderr
+
+
+def test_a_path_outside_the_agents_cgroup_namespace_falls_back_to_the_layouts(tmp_path):
+    """An agent in its own cgroup namespace (Docker's default on v2) reads other
+    containers' paths as "/../<...>": not a directory to join, the layouts find it."""
+    proc = tmp_path / "proc"
+    (proc / "4242").mkdir(parents=True)
+    (proc / "4242" / "cgroup").write_text(f"0::/../../system.slice/docker-{ID1}.scope\n")
+    (proc / "cgroups").write_text((FIXTURES / "proc-memory-enabled" / "cgroups").read_text())
+    cgroups = MemoryCgroups(str(FIXTURES / "v2-systemd"), str(proc))
+    found = cgroups.container_dir(ID1, "", pid=4242)
+    assert found == str(FIXTURES / "v2-systemd" / "system.slice" / f"docker-{ID1}.scope")

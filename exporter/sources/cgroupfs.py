@@ -96,6 +96,10 @@ class MemoryCgroups:
             _id, controllers, path = line.split(":", 2)
             if (self.version == "v1" and "memory" in controllers.split(",")) or (
                     self.version == "v2" and _id == "0" and not controllers):
+                # In a private cgroup namespace (Docker's default on v2, for an agent in
+                # a container) paths outside it read "/../..": useless, use the layouts.
+                if path.startswith("/.."):
+                    return None
                 return os.path.join(base, path.lstrip("/"))
         return None
 
