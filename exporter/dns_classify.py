@@ -75,16 +75,22 @@ def classify(conf: ResolvConf, network_mode: str, container_dns: list[str],
     return "custom"  # the daemon's "dns" setting (daemon.json or dockerd --dns)
 
 
+REMEDY_WHY = """Containers on the default bridge were given Google's public DNS (8.8.8.8, 8.8.4.4)
+because this host's /etc/resolv.conf lists only a local stub resolver. Where public DNS
+is blocked they resolve nothing."""
+
+
 def remedy(upstreams: list[str]) -> str:
     """The documented fix, filled in with this host's real upstream servers."""
+    return f"{REMEDY_WHY} Give Docker this host's real upstream servers:\n\n{remedy_steps(upstreams)}"
+
+
+def remedy_steps(upstreams: list[str]) -> str:
+    """remedy() without its explanation: the drop-in or daemon.json, the commands, the caveat."""
     servers = upstreams or ["<your DNS server>"]
     flags = " ".join(f"--dns {s}" for s in servers)
     daemon_json = ", ".join(f'"{s}"' for s in servers)
-    return f"""Containers on the default bridge were given Google's public DNS (8.8.8.8, 8.8.4.4)
-because this host's /etc/resolv.conf lists only a local stub resolver. Where public DNS
-is blocked they resolve nothing. Give Docker this host's real upstream servers:
-
-  Either a systemd drop-in, /etc/systemd/system/docker.service.d/10-dns.conf:
+    return f"""  Either a systemd drop-in, /etc/systemd/system/docker.service.d/10-dns.conf:
 
     [Service]
     ExecStart=
