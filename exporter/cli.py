@@ -118,34 +118,10 @@ async def _status(config: Config, as_json: bool) -> int:
     return status.exit_code(points)
 
 
-async def _doctor_dns(config: Config) -> int:
-    """`tick-exporter doctor dns`: every container's resolver, the probes, the host's
-    stub and upstreams, and the filled-in fix when the public fallback bites."""
-    from dataclasses import replace as with_values
-
-    from . import status
-    from .agent import Agent
-    only_dns = with_values(config, timers=with_values(config.timers, enabled=False),
-                           containers=with_values(config.containers, enabled=False),
-                           host_memory=with_values(config.host_memory, enabled=False),
-                           dns=with_values(config.dns, enabled=True))
-    agent = Agent(build_collectors(only_dns), [], config.agent.hostname)
-    try:
-        points = await agent.sample(agent.clock())
-    finally:
-        await agent.close()
-    host = next((p.fields for p in points if p.measurement == "host_dns"), {})
-    lines = [f"host resolv.conf: {host.get('nameservers') or '-'}"
-             + (" (a loopback stub)" if host.get("loopback_stub") else ""),
-             f"host upstream servers: {host.get('upstreams') or '-'}", "",
-             status.render_dns(points) or "no running containers"]
-    failed = [p for p in points if p.measurement == "container_dns_probe" and not p.fields["ok"]]
-    lines += [f"  {p.tags['container']}: {p.tags['query']} @ {p.tags['server']}: {p.tags['result']}"
-              + (f" ({p.fields['error']})" if p.fields.get("error") else "") for p in failed]
-    lines += ["", status.dns_remedy(points)] if status.dns_remedy(points) else []
-    lines += [f"problem: {line}" for line in status.problems(points)]
-    print("\n".join(lines))
-    return status.exit_code(points)
+async def _doctor(config: Config, topic: str | None, as_json: bool) -> int:
+    """`tick-exporter doctor [dns] [--json]`: exporter/doctor, docs/doctor.md."""
+    from .doctor.run import command
+    return await command(config, topic, as_json)
 
 
 def _health(config: Config) -> int:
@@ -235,17 +211,25 @@ def parser() -> argparse.ArgumentParser:
                                  help="show every timer's health; exit 0 when all are healthy, 1 otherwise")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     doctor = commands.add_parser("doctor", parents=[common], help="diagnose the host")
-    doctor.add_argument("topic", choices=("dns",), help="dns: containers' resolvers, probes and the fix")
+    doctor.add_argument("topic", nargs="?", choices=("dns",),
+                        help="dns: only Docker DNS (resolvers, probes, the fix); default: every check")
+    doctor.add_argument("--json", action="store_true", help="the findings as a JSON list")
     commands.add_parser("health", parents=[common],
                         help="exit 0 when the running agent sampled recently (Docker HEALTHCHECK), 1 otherwise")
     commands.add_parser("check-config", parents=[common],
                         help="validate the configuration: exit 0 when valid, 2 otherwise")
+    from .cron2timer.command import add_arguments as cron2timer_arguments
+    cron2timer_arguments(commands.add_parser("cron2timer", parents=[common],
+                                             help="convert crontab entries into systemd service + timer units"))
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.setup(args.log_format, args.log_level)
+    if args.command == "cron2timer":  # needs no configuration
+        from .cron2timer.command import run as cron2timer
+        return cron2timer(args)
     try:
         config = _load(args.config, (args.output or []) if args.command == "run" else None)
     except ConfigError as err:
@@ -260,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "health":
         return _health(config)
     if args.command == "doctor":
-        return asyncio.run(_doctor_dns(config))
+        return asyncio.run(_doctor(config, args.topic, args.json))
     if args.command == "once":
         return asyncio.run(_once(config))
     return asyncio.run(_run(config, enabled_outputs(config, args.output), args.signal == "stdin"))
