@@ -117,7 +117,9 @@ def check_service_install(view: TimerView) -> list[Finding]:
 def backup_like(view: TimerView, pattern: re.Pattern = BACKUP_PATTERN) -> str:
     """The name that makes the timer look like a backup ("" when none does): the
     timer's, its service's, or a word of the service's command line."""
-    names = [view.name, view.service] + [os.path.basename(word) for word in view.commands]
+    # `sh -c "restic backup /srv"`: the words inside a shell command count too
+    names = [view.name, view.service] + [os.path.basename(token) for word in view.commands
+                                         for token in word.split()]
     return next((name for name in names if name and pattern.search(name)), "")
 
 
