@@ -374,3 +374,27 @@ def test_disabled_memory_cgroup_from_a_fixture_proc(tmp_path):
     assert "cgroup_enable=memory cgroup_memory=1" in result.stdout
     assert "/boot/firmware/cmdline.txt" in result.stdout and "/boot/cmdline.txt" in result.stdout
     assert "sudo reboot" in result.stdout
+
+
+def test_config_file_pointing_at_nothing(tmp_path):
+    """--config: every source the file names is missing; each gets its own finding and fix."""
+    config = tmp_path / "doctor.toml"
+    config.write_text(f"""
+[timers]
+bus = "unix:path={tmp_path}/dbus/system_bus_socket"
+[containers]
+enabled = true
+docker_host = "unix://{tmp_path}/docker.sock"
+cgroup_root = "{tmp_path}/cgroup"
+proc_root = "{FIXTURES}/proc-memory-disabled"
+""")
+    env = dict(os.environ)  # (conftest's private state file and spool only)
+    result = doctor("--json", "--config", str(config), env=env)
+    assert result.returncode == 1, result.stderr
+    findings = json.loads(result.stdout)
+    assert [(f["id"], f["severity"]) for f in findings] == [
+        ("access-dbus", "error"), ("access-cgroup", "error"), ("memory-cgroup-disabled", "error"),
+        ("access-docker", "error")]
+    text = doctor("--config", str(config), env=env)
+    assert text.returncode == 1 and text.stdout.splitlines()[-1] == "needs attention: 4 errors"
+    assert f"      - {tmp_path}/dbus:{tmp_path}/dbus:ro" in text.stdout

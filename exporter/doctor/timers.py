@@ -244,8 +244,13 @@ def check_health(view: TimerView) -> list[Finding]:
 
 
 def lint(view: TimerView, pattern: re.Pattern = BACKUP_PATTERN) -> list[Finding]:
-    return (check_service_exists(view) + check_service_install(view) + check_persistent(view, pattern)
-            + check_armed(view) + check_health(view))
+    """Every check of one timer. A timer without its service gets that finding alone:
+    the rest (not armed, no run) follows from it."""
+    missing = check_service_exists(view)
+    if missing:
+        return missing
+    return (check_service_install(view) + check_persistent(view, pattern) + check_armed(view)
+            + check_health(view))
 
 
 # --- reading: systemd over D-Bus ---------------------------------------------------------
