@@ -12,15 +12,15 @@ query, annotation and variable query runs with Grafana's macros substituted and 
 return the columns the panel reads."""
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from tests.agent_scenario import HOG, Scenario
+from tests.metrics_schema import schema
+from tests.simple_yaml import parse as parse_provisioning
 
 ROOT = Path(__file__).resolve().parent.parent
 GRAFANA = ROOT / "grafana"
@@ -55,33 +55,6 @@ def queries(dashboard):
 
 # ---------------------------------------------------------------------------
 # docs/metrics.md
-
-def schema():
-    """{measurement: {"tags": set, "fields": {name: type}}} from docs/metrics.md."""
-    out, current, kind = {}, None, None
-    for line in (ROOT / "docs" / "metrics.md").read_text().splitlines():
-        heading = re.match(r"## `(\w+)`", line)
-        if heading:
-            current = out.setdefault(heading.group(1), {"tags": set(), "fields": {}})
-            continue
-        if line.startswith("## "):
-            current = None
-            continue
-        if current is None:
-            continue
-        header = re.match(r"\| (tag|field) \|", line)
-        if header:
-            kind = header.group(1)
-            continue
-        row = re.match(r"\| (`[^|]+`) \|(?: (int|float|bool|string) \|)?", line)
-        if row and kind:
-            for name in re.findall(r"`(\w+)`", row.group(1)):
-                if kind == "tag":
-                    current["tags"].add(name)
-                elif row.group(2):
-                    current["fields"][name] = row.group(2)
-    return out
-
 
 def test_schema_parsed():
     s = schema()
@@ -172,52 +145,6 @@ def test_queries_name_only_documented_measurements_fields_and_tags():
                 assert name in known, f"{path.name} {where}: {name!r}"
 
 
-def parse_provisioning(path):
-    """The subset of YAML the provisioning files are written in: `key: value` mappings by
-    indentation (spaces), `- ` items of mappings, quoted or bare scalars. (PyYAML is not
-    a dependency.)"""
-    lines = path.read_text().splitlines()
-    root = {}
-    stack = [(-1, root)]
-    for i, raw in enumerate(lines):
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        assert "\t" not in raw
-        indent = len(raw) - len(raw.lstrip())
-        line = raw.strip()
-        if line.startswith("- "):
-            while stack[-1][0] >= indent:
-                stack.pop()
-            parent = stack[-1][1]
-            assert isinstance(parent, list), f"{path.name}:{i + 1}: list item outside a list"
-            parent.append({})
-            stack.append((indent, parent[-1]))
-            line = line[2:]
-            indent += 2
-        while stack[-1][0] >= indent:
-            stack.pop()
-        parent = stack[-1][1]
-        assert isinstance(parent, dict), f"{path.name}:{i + 1}"
-        key, sep, value = line.partition(":")
-        assert sep and re.fullmatch(r"[A-Za-z_]\w*", key), f"{path.name}:{i + 1}: not simple YAML: {raw!r}"
-        assert key not in parent, f"{path.name}:{i + 1}: duplicate key {key}"
-        value = value.strip()
-        if not value:
-            nxt = next((following for following in lines[i + 1:] if following.strip()), "")
-            child = [] if nxt.strip().startswith("- ") else {}
-            parent[key] = child
-            stack.append((indent, child))
-            continue
-        if value[0] in "'\"":
-            assert len(value) > 1 and value[-1] == value[0], f"{path.name}:{i + 1}: unterminated quote"
-            value = value[1:-1]
-        else:
-            assert not re.search(r"[{}\[\]&*!|>%@`]", value[0]) and " #" not in value, raw
-            value = {"true": True, "false": False}.get(value, int(value) if value.isdigit() else value)
-        parent[key] = value
-    return root
-
-
 def test_provisioning_datasource():
     ds = parse_provisioning(GRAFANA / "provisioning" / "datasources" / "influxdb.yaml")
     assert ds["apiVersion"] == 1
@@ -243,114 +170,39 @@ def test_provisioning_dashboards():
 # ---------------------------------------------------------------------------
 # real data
 
-EVERY_5S = "[Timer]\nOnCalendar=*:*:0/5\nAccuracySec=1s\n"
 TIMERS = {"graf-ok": "/bin/true", "graf-fail": "/bin/sh -c 'exit 3'", "graf-stopped": "/bin/true"}
-# A shell that fills a 32 MiB container (no swap) and is OOM-killed; PID 1 lives on.
-HOG = "x=$(head -c 200000000 /dev/zero | tr '\\000' a)"
 
 
 @pytest.fixture(scope="module")
 def filled(user_manager, influxdb, docker_engine, dnsmasq, tmp_path_factory):
     """The agent's own output, ~14 s of it at a 1 s interval, in a fresh database."""
-    tmp = tmp_path_factory.mktemp("grafana")
-    influxdb.drop_database(DB)
-    influxdb.create_database(DB)
-    image = docker_engine.image()
-    containers = [
-        docker_engine.run("--name", "graf-limited", "-m", "32m", "--memory-swap", "32m", image, "sleep", "300"),
-        docker_engine.run("--name", "graf-fallback", image, "sleep", "300"),
-        docker_engine.run("--name", "graf-pinned", "--dns", dnsmasq.address, image, "sleep", "300"),
-    ]
-    for name, command in TIMERS.items():
-        user_manager.write_unit(f"{name}.service", f"[Service]\nType=oneshot\nExecStart={command}\n")
-        user_manager.write_unit(f"{name}.timer", EVERY_5S)
-    user_manager.daemon_reload()
-    host = tmp / "host-resolv.conf"
-    host.write_text("nameserver 127.0.0.53\n")
-    upstream = tmp / "upstream-resolv.conf"
-    upstream.write_text(f"nameserver {dnsmasq.address}\n")
-    config = tmp / "agent.toml"
-    config.write_text(f"""
-[agent]
-interval = "1s"
-hostname = "graf-host"
-state_path = "{tmp / 'state.json'}"
-[timers]
-bus = "{user_manager.bus_address}"
-include = ["graf-*"]
-grace = "1s"
-[containers]
-enabled = true
-docker_host = "{docker_engine.host}"
-[host_memory]
-enabled = true
-[dns]
-enabled = true
-queries = ["ok.tick.test"]
-timeout = "1s"
-skip_servers = ["8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844"]
-host_resolv_conf = "{host}"
-upstream_resolv_conf = "{upstream}"
-[spool]
-path = "{tmp / 'spool'}"
-[output.influxdb]
-enabled = true
-api = "v1"
-url = "{influxdb.url}"
-database = "{DB}"
-""")
-    # A second host whose memory collector fails (no Docker socket): errors to show.
-    broken = tmp / "broken.toml"
-    broken.write_text(f"""
-[agent]
-interval = "1s"
-hostname = "graf-broken"
-state_path = "{tmp / 'broken-state.json'}"
-[timers]
-enabled = false
-[containers]
-enabled = true
-docker_host = "unix://{tmp / 'no-docker.sock'}"
-[spool]
-path = "{tmp / 'broken-spool'}"
-[output.influxdb]
-enabled = true
-api = "v1"
-url = "{influxdb.url}"
-database = "{DB}"
-""")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TICK_EXPORTER_")}
-    started = time.monotonic()
-    user_manager.systemctl("start", *(f"{name}.timer" for name in TIMERS))
-    agents = [subprocess.Popen([sys.executable, "-m", "exporter", "run", "--config", str(path)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-              for path in (config, broken)]
+    scenario = Scenario(user_manager, influxdb, docker_engine, dnsmasq, tmp_path_factory.mktemp("grafana"), DB)
     try:
-        deadline = time.monotonic() + 10
-        while not influxdb.rows('SELECT last("oom_kills") FROM "container_memory"', DB):
-            assert time.monotonic() < deadline, "the agent wrote no container_memory"
-            time.sleep(0.2)
+        scenario.container("graf-limited", "-m", "32m", "--memory-swap", "32m")
+        scenario.container("graf-fallback")
+        scenario.container("graf-pinned", "--dns", dnsmasq.address)
+        for name, command in TIMERS.items():
+            scenario.timer(name, command)
+        main = scenario.config("agent", "graf-host", timers="graf-*", containers=True, dns=True, host_memory=True)
+        # A second host whose memory collector fails (no Docker socket): errors to show.
+        broken = scenario.config("broken", "graf-broken", containers=True,
+                                 docker_host=f"unix://{scenario.tmp / 'no-docker.sock'}")
+        started = time.monotonic()
+        scenario.start_timers()
+        scenario.start_agent("agent", main)
+        scenario.start_agent("broken", broken)
+        scenario.wait_rows('SELECT last("oom_kills") FROM "container_memory"', "container_memory")
         # The OOM kill after the agent's first sample: an increase of oom_kills.
         docker_engine.docker("exec", "graf-limited", "sh", "-c", HOG, check=False)
-        deadline = time.monotonic() + 12
-        while time.monotonic() < deadline:  # graf-stopped ran: stop it, it will be missed
-            ran = user_manager.show("graf-stopped.service", ["ExecMainStartTimestampMonotonic"])
-            if ran.get("ExecMainStartTimestampMonotonic", "0") not in ("", "0"):
-                break
-            time.sleep(0.2)
+        scenario.wait_ran("graf-stopped.service")  # graf-stopped ran: stop it, it will be missed
         user_manager.systemctl("stop", "graf-stopped.timer")
         stopped_at = time.time()
         next_due = (int(stopped_at) // 5 + 1) * 5
         time.sleep(max(0.0, next_due + 2 - time.time()) + 2.5)  # its next run + grace, two samples
         time.sleep(max(0.0, started + 12 - time.monotonic()))
     finally:
-        for agent in agents:
-            agent.send_signal(signal.SIGTERM)
-        errors = [agent.communicate(timeout=30)[1] for agent in agents]
-        user_manager.systemctl("stop", *(f"{name}.timer" for name in TIMERS), check=False)
-        for cid in containers:
-            docker_engine.remove(cid)
-    assert [agent.returncode for agent in agents] == [0, 0], errors
+        codes = scenario.close()
+    assert codes == {"agent": 0, "broken": 0}, scenario.errors
     print(f"agent ran {time.monotonic() - started:.1f} s")
     yield influxdb
 
