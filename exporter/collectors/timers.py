@@ -13,7 +13,7 @@ from ..config import TimersConfig
 from ..durations import format_timespan_usec
 from ..point import Point
 from ..schedule import ScheduleError, local_zone
-from ..sources.systemd_dbus import RunRecord, run_from
+from ..sources.systemd_dbus import RUNNING_STATES, RunRecord, is_running, run_from  # noqa: F401
 from ..state import StateFile, TimerMemory
 from ..timer_health import HEALTHY, TimerFacts, evaluate
 
@@ -22,10 +22,6 @@ USEC_INFINITY = 2**64 - 1
 
 # ExecMainCode is a siginfo si_code (waitid(2)): how the main process ended.
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}  # CLD_EXITED, CLD_KILLED, CLD_DUMPED
-
-# Service ActiveStates that mean the job is in progress. A oneshot service is
-# "activating" for its whole run; a simple service is "active"/"running".
-RUNNING_STATES = {"activating", "deactivating", "reloading"}
 
 
 def is_set(usec: int) -> bool:
@@ -77,11 +73,6 @@ def timer_fields(record, next_us: int, now: Now) -> dict:
     if next_us:
         fields["until_next_s"] = (next_us - now.realtime_us) / 1e6
     return fields
-
-
-def is_running(service_active_state: str, service_sub_state: str) -> bool:
-    return service_active_state in RUNNING_STATES or (
-        service_active_state == "active" and service_sub_state == "running")
 
 
 def record_runs(memory: TimerMemory, runs: list[RunRecord]) -> list[RunRecord]:
@@ -144,7 +135,9 @@ class TimersCollector:
         self.zone = local_zone(config.timezone)
 
     async def collect(self, now: Now) -> list[Point]:
-        snapshot = await self.source.read_timers()
+        # Records kept between samples, updated from systemd's signals; a full read every
+        # resync_interval (exporter.sources.systemd_dbus).
+        snapshot = await self.source.read_timers(self.config.resync_interval)
         return self.points(snapshot, now)
 
     def points(self, snapshot, now: Now) -> list[Point]:

@@ -3,6 +3,15 @@
 It only fetches: one record per timer with the raw properties systemd returns, joined to
 the unit the timer activates. Interpreting them is the collector's job.
 
+Reads are event-driven (issue 9). The first read is a full one (every timer and the
+service it starts); after it the records are kept, and systemd's signals (we call
+Manager.Subscribe()) say which units changed: PropertiesChanged of a unit, UnitNew /
+UnitRemoved, UnitFilesChanged (list the timers again), Reloading (daemon-reload: read
+everything again). A sample re-reads only those units, plus the properties systemd
+never signals (MemoryCurrent, MemoryPeak) of the services that are running. A full
+read is done again on every (re)connect and every `resync_interval` seconds, to heal
+what no signal announces (a unit file written without a daemon-reload).
+
 API reference: systemd's org.freedesktop.systemd1(5). Calls are low-level messages
 (no introspection), and the number in flight is bounded: with ~200+ pipelined calls
 dbus-fast's socket writer raised BlockingIOError on this project's test machine.
@@ -10,6 +19,7 @@ dbus-fast's socket writer raised BlockingIOError on this project's test machine.
 
 import asyncio
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +47,19 @@ SERVICE_PROPERTIES = (
     "ExecMainExitTimestamp", "ExecMainPID", "MemoryCurrent", "MemoryPeak",
 )
 _WANTED = {TIMER: TIMER_PROPERTIES, SERVICE: SERVICE_PROPERTIES}
+# Service properties systemd never announces in PropertiesChanged (no EMITS_CHANGE flag
+# in its dbus-cgroup.c vtable): read again on every sample while the service runs.
+UNSIGNALED_SERVICE_PROPERTIES = ("MemoryCurrent", "MemoryPeak")
+UNIT_PATH_PREFIX = MANAGER_PATH + "/unit/"
+
+# Service ActiveStates that mean the job is in progress. A oneshot service is
+# "activating" for its whole run; a simple service is "active"/"running".
+RUNNING_STATES = {"activating", "deactivating", "reloading"}
+
+
+def is_running(service_active_state: str, service_sub_state: str) -> bool:
+    return service_active_state in RUNNING_STATES or (
+        service_active_state == "active" and service_sub_state == "running")
 
 
 class DBusCallError(Exception):
@@ -72,6 +95,15 @@ class RunRecord:
     code: int       # ExecMainCode
     status: int     # ExecMainStatus
     result: str     # Service Result
+
+
+@dataclass
+class ReadStats:
+    """What SystemdBus.read_timers did so far (for tests and benchmarks)."""
+    full_reads: int = 0
+    refreshes: int = 0
+    units_read: int = 0        # timers and services read whole (GetAll)
+    unsignaled_reads: int = 0  # running services whose MemoryCurrent/MemoryPeak were read
 
 
 @dataclass
@@ -149,6 +181,20 @@ class SystemdBus:
         self.kind = bus if bus in ("system", "user") else ""
         self._runs: dict[str, dict[int, RunRecord]] = {}
         self._watched: set[str] = set()  # services activated by timers
+        # The cache (see the module docstring): the timers listed, the loaded ones with
+        # their properties, and the services they start (or why one could not be read).
+        self._listed: set[str] = set()
+        self._timers: dict[str, UnitRecord] = {}
+        self._armed: dict[str, int] = {}
+        self._services: dict[str, UnitRecord] = {}
+        self._service_errors: dict[str, str] = {}
+        self._dirty: set[str] = set()   # units a signal said changed since they were read
+        self._freed: set[str] = set()   # ... of which systemd garbage-collected
+        self._settled: set[str] = set()  # see _loaded_or_freed()
+        self._relist = False            # unit files changed: list the timers again
+        self._appeared: set[str] = set()  # timers systemd loaded that were not listed
+        self._synced_at: float | None = None  # time.monotonic() of the last full read
+        self.stats = ReadStats()
 
     async def _connection(self) -> MessageBus:
         if self._bus is None or not self._bus.connected:
@@ -159,32 +205,70 @@ class SystemdBus:
                 raise ConnectionError(f"cannot connect to D-Bus at {self.address}: {err}") from err
             if not self.kind:
                 self.kind = await self._manager_kind(self._bus)
+            self._synced_at = None  # signals may have been missed while disconnected
             await self._subscribe(self._bus)
         return self._bus
 
     async def _subscribe(self, bus: MessageBus) -> None:
-        """Follow PropertiesChanged of units, on every (re)connect.
+        """Follow systemd's unit and manager signals, on every (re)connect.
 
         systemd only emits unit signals to clients that called Manager.Subscribe();
-        the match rule asks the bus daemon to route them to us. A Service's ExecMain*
+        the match rules ask the bus daemon to route them to us. A Service's ExecMain*
         and Result properties are EMITS_CHANGE, so each finished run arrives with them.
         """
         bus.add_message_handler(self._on_message)
-        await self._send(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                         "org.freedesktop.DBus", "AddMatch", "s",
-                         [f"type='signal',sender='{SYSTEMD}',interface='{PROPERTIES}',"
-                          f"member='PropertiesChanged',arg0='{SERVICE}'"])
+        for rule in (f"type='signal',sender='{SYSTEMD}',interface='{PROPERTIES}',"
+                     f"member='PropertiesChanged',path_namespace='{MANAGER_PATH}/unit'",
+                     f"type='signal',sender='{SYSTEMD}',interface='{MANAGER}',"
+                     f"path='{MANAGER_PATH}'"):
+            await self._send(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                             "org.freedesktop.DBus", "AddMatch", "s", [rule])
         await self._send(bus, SYSTEMD, MANAGER_PATH, MANAGER, "Subscribe")
 
     def _on_message(self, message: Message) -> None:
-        if (message.message_type != MessageType.SIGNAL or message.member != "PropertiesChanged"
-                or not message.body or message.body[0] != SERVICE):
+        if message.message_type != MessageType.SIGNAL or not message.body:
             return None
-        name = unit_name(message.path)
-        run = run_from(_unwrap(message.body[1]))
-        if run and name in self._watched:
-            self._runs.setdefault(name, {})[run.exit_us] = run
+        member = message.member
+        if member == "PropertiesChanged" and message.path.startswith(UNIT_PATH_PREFIX):
+            name = unit_name(message.path)
+            self._changed(name)
+            if message.body[0] == SERVICE and name in self._watched:
+                run = run_from(_unwrap(message.body[1]))
+                if run:
+                    self._runs.setdefault(name, {})[run.exit_us] = run
+        elif message.interface != MANAGER:
+            return None
+        elif member in ("UnitNew", "UnitRemoved"):
+            self._loaded_or_freed(member, message.body[0])
+        elif member == "UnitFilesChanged":  # enable, disable, link, mask...
+            # Listing unit files is the dearest call there is (systemd looks up every
+            # file's enablement: timers x files), so only when they changed.
+            self._relist = True
+        elif member == "Reloading":  # daemon-reload: any property may have changed
+            self._synced_at = None
         return None
+
+    def _changed(self, name: str) -> None:
+        self._settled.discard(name)
+        if name in self._listed or name in self._services:
+            self._dirty.add(name)
+
+    def _loaded_or_freed(self, member: str, name: str) -> None:
+        """UnitNew / UnitRemoved. systemd frees (garbage-collects) an inactive unit that
+        nothing needs, and it forgets the unit's runtime state (a non-persistent timer's
+        LastTriggerUSec, a service's last ExecMain*): such a unit is read again. But our
+        own read loads it back, and it is freed again: a unit whose record came out the
+        same after being freed is "settled", and its load/free cycle is ignored until a
+        PropertiesChanged says it did something."""
+        if name in self._settled:
+            return
+        tracked = name in self._listed or name in self._services
+        if tracked:
+            self._dirty.add(name)
+            if member == "UnitRemoved":
+                self._freed.add(name)
+        elif name.endswith(".timer") and member == "UnitNew":
+            self._appeared.add(name)  # a timer loaded for the first time, or transient
 
     async def _manager_kind(self, bus: MessageBus) -> str:
         # On a bus given by address, the manager is the system one exactly when
@@ -241,26 +325,134 @@ class SystemdBus:
         rows = await self._manager("ListUnitsByNames", "as", [names]) if names else []
         return {row[0]: UnitRecord(row[0], row[2], row[3], row[4], job_id=row[7]) for row in rows}
 
-    async def read_timers(self) -> TimersSnapshot:
+    async def read_timers(self, resync_interval: float = 0) -> TimersSnapshot:
+        """Every timer and the service it starts. With resync_interval > 0 the records
+        of the previous read are kept and only what changed since is read again; a full
+        read happens at least every resync_interval seconds (and after a reconnect or a
+        daemon-reload). 0: a full read each time."""
         await self._connection()
-        units = await self.units_by_name(await self.timer_names())
+        if (resync_interval <= 0 or self._synced_at is None
+                or time.monotonic() - self._synced_at >= resync_interval):
+            await self._full_read()
+        else:
+            await self._refresh()
+        runs = {name: [by_exit[k] for k in sorted(by_exit)] for name, by_exit in self._runs.items()}
+        self._runs = {}
+        return TimersSnapshot(self.kind, self._records(), runs)
+
+    def _records(self) -> list[TimerRecord]:
+        records = []
+        for name in sorted(self._timers):
+            timer = self._timers[name]
+            unit = timer.properties["Unit"]
+            service = self._services.get(unit)
+            error = self._service_errors.get(unit) or ("" if service else f"{unit}: not found")
+            records.append(TimerRecord(timer, None if error else service, error,
+                                       self._armed.get(name, 0)))
+        return records
+
+    async def _full_read(self) -> None:
+        self.stats.full_reads += 1
+        # Cleared before reading: a signal that arrives during the read marks its unit
+        # for the next sample, so nothing is lost to the race.
+        self._dirty, self._relist, self._synced_at = set(), False, time.monotonic()
+        self._freed, self._settled, self._appeared = set(), set(), set()
+        names = await self.timer_names()
+        self._listed = set(names)
+        self._timers, self._armed = {}, {}
+        await self._read_timer_units(names)
+        self._services, self._service_errors = {}, {}
+        await self._read_services(sorted({t.properties["Unit"] for t in self._timers.values()}))
+        self._watched = set(self._services)
+
+    async def _refresh(self) -> None:
+        """Re-read what signals said changed, and the running services' unsignaled
+        properties. Ends with the same records a full read would give."""
+        self.stats.refreshes += 1
+        # A round trip to systemd first: it flushes its signal queue before it answers
+        # any call, so every signal for a change made before now has been handled.
+        await self._call(SYSTEMD, MANAGER_PATH, "org.freedesktop.DBus.Peer", "Ping")
+        dirty, self._dirty = self._dirty, set()
+        freed, self._freed = self._freed, set()
+        relist, self._relist = self._relist, False
+        appeared, self._appeared = self._appeared, set()
+        before = {name: self._record_of(name) for name in freed}
+        new = {name for name in appeared if not name.endswith("@.timer")} - self._listed
+        if relist:
+            names = set(await self.timer_names())
+            new |= names - self._listed
+            for gone in self._listed - names - new:
+                self._timers.pop(gone, None)
+                self._armed.pop(gone, None)
+            self._listed = names
+        self._listed |= new
+        await self._read_timer_units(sorted(n for n in self._listed if n in dirty or n in new))
+        wanted = {t.properties["Unit"] for t in self._timers.values()}
+        for gone in set(self._services) - wanted:
+            del self._services[gone]
+            self._service_errors.pop(gone, None)
+        stale = sorted(n for n in wanted if n in dirty or n not in self._services)
+        await self._read_services(stale)
+        self._watched = set(self._services)
+        fresh = set(stale)
+        running = [s for name, s in self._services.items() if name not in fresh
+                   and not self._service_errors.get(name)
+                   and is_running(s.active_state, s.sub_state)]
+        await asyncio.gather(*(self._read_unsignaled(s) for s in running))
+        self._settled.update(name for name, record in before.items()
+                             if record is not None and record == self._record_of(name))
+
+    def _record_of(self, name: str):
+        """What the cache holds for a unit, for comparing before and after a re-read."""
+        if name in self._timers:
+            timer = self._timers[name]
+            return ("timer", timer.load_state, timer.active_state, timer.sub_state, timer.job_id,
+                    dict(timer.properties), self._armed.get(name, 0))
+        if name in self._services:
+            service = self._services[name]
+            properties = {k: v for k, v in service.properties.items()
+                          if k not in UNSIGNALED_SERVICE_PROPERTIES}
+            return ("service", service.load_state, service.active_state, service.sub_state,
+                    service.job_id, properties, self._service_errors.get(name, ""))
+        return ("absent",)  # listed, but not loaded: not-found, masked...
+
+    async def _read_timer_units(self, names: list[str]) -> None:
+        """(Re-)read these timers into the cache; one not loaded (any more) leaves it."""
+        self.stats.units_read += len(names)
+        units = await self.units_by_name(names)
+        for name in names:
+            self._timers.pop(name, None)
+            self._armed.pop(name, None)
         timers = [u for u in units.values() if u.load_state == "loaded"]
         await asyncio.gather(*(self._fill(u, TIMER) for u in timers))
         timers = [u for u in timers if u.properties]  # vanished while we read
         armed = await asyncio.gather(*(self._armed_since(t.name) for t in timers))
-        services = await self.units_by_name(sorted({t.properties["Unit"] for t in timers}))
-        self._watched = set(services)
-        errors = await asyncio.gather(*(self._fill(s, SERVICE) for s in services.values()))
-        error_of = dict(zip(services, errors))
-        records = []
         for timer, armed_since in zip(timers, armed):
-            name = timer.properties["Unit"]
-            service = services.get(name)
-            error = error_of.get(name) or ("" if service else f"{name}: not found")
-            records.append(TimerRecord(timer, None if error else service, error, armed_since))
-        runs = {name: [by_exit[k] for k in sorted(by_exit)] for name, by_exit in self._runs.items()}
-        self._runs = {}
-        return TimersSnapshot(self.kind, records, runs)
+            self._timers[timer.name] = timer
+            self._armed[timer.name] = armed_since
+
+    async def _read_services(self, names: list[str]) -> None:
+        self.stats.units_read += len(names)
+        services = await self.units_by_name(names)
+        for name in names:
+            self._services.pop(name, None)
+            self._service_errors.pop(name, None)
+        errors = await asyncio.gather(*(self._fill(s, SERVICE) for s in services.values()))
+        self._services.update(services)
+        self._service_errors.update((n, e) for n, e in zip(services, errors) if e)
+
+    async def _read_unsignaled(self, service: UnitRecord) -> None:
+        self.stats.unsignaled_reads += 1
+        path = unit_path(service.name)
+        for prop in UNSIGNALED_SERVICE_PROPERTIES:
+            if prop not in service.properties:  # this systemd does not have it
+                continue
+            try:
+                service.properties[prop] = await self._call(
+                    SYSTEMD, path, PROPERTIES, "Get", "ss", [SERVICE, prop])
+            except DBusCallError:
+                self._dirty.add(service.name)  # read it whole next time
+                return
 
     async def _armed_since(self, timer: str) -> int:
         try:
