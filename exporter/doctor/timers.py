@@ -99,7 +99,7 @@ def check_service_install(view: TimerView) -> list[Finding]:
     path = view.service_fragment_path or f"{_unit_dir(view)}/{view.service}"
     if state.startswith("enabled"):
         problem = (f"{view.service}, started by {view.name}, has an [Install] section and is "
-                   f"enabled ({state})")
+                   f"enabled" + ("" if state == "enabled" else f" ({state})"))
         why = ("it runs at every boot as well as on the timer's schedule (WantedBy= pulls it "
                "in), so the job runs at times nobody planned, e.g. a backup during boot")
         fix = (f"{sc} disable {view.service}\nthen delete the [Install] section from {path} "
