@@ -155,14 +155,31 @@ def _iterate(specs: list[str], after_us: int, zone, first_pass: bool = False):
 def occurrences(specs: list[str], after_us: int, until_us: int, zone,
                 limit: int = MAX_OCCURRENCES) -> list[int]:
     """Elapse times of the OnCalendar `specs` in (after_us, until_us], oldest first,
-    at most `limit` of them."""
+    at most `limit` of them.
+
+    Memoized: the agent asks this for every timer on every sample, with the same
+    `after_us` (the last run) and a later `until_us` (now). The iteration from one start
+    always yields the same elapses, so the answer stands until the first elapse past
+    the `until_us` it was computed for (or forever once `limit` is reached or the
+    schedule has no more)."""
     found = []
     if not specs or until_us <= after_us:
         return found
+    key = (tuple(specs), after_us, zone, limit)
+    hit = _OCCURRENCES.get(key)
+    if hit is not None:
+        until0, found0, beyond = hit
+        if until0 <= until_us and (beyond is None or until_us < beyond):
+            return list(found0)
+    beyond = None
     for usec in _iterate(specs, after_us, zone):
-        if usec > until_us or len(found) == limit:
+        if len(found) == limit:
+            break
+        if usec > until_us:
+            beyond = usec
             break
         found.append(usec)
+    _remember(_OCCURRENCES, key, (until_us, tuple(found), beyond))
     return found
 
 
@@ -182,14 +199,108 @@ def latest_until(specs: list[str], until_us: int, zone) -> int:
     before it it skips them (a `02:30` timer fires at 02:30 CEST, not again at 02:30
     CET). A timer that has been running came from before, so no window starts inside a
     second pass.
+
+    Memoized (asked for every timer on every sample): the answer for `until_us` stands
+    for any later time before the next elapse, as long as no window the search looks
+    at starts inside a repeated (fall-back) hour, the only place where iterating from
+    another start gives other elapses. Otherwise it is computed afresh.
     """
-    for window_s in (3600, 86400, 32 * 86400, 367 * 86400, until_us // 1_000_000):
+    key = (tuple(specs), zone)
+    hit = _LATEST.get(key)
+    if hit is not None:
+        until0, last0, next0, zones, clear_until = hit
+        if until0 <= until_us and (next0 is None or until_us < next0) and (
+                until_us < clear_until or _windows_clear(until_us, last0, zones)):
+            return last0
+    for window_s in _windows(until_us):
         after = max(until_us - window_s * 1_000_000, 0)
-        last = 0
+        last, following = 0, None
         for usec in _iterate(specs, after, zone, first_pass=True):
             if usec > until_us:
+                following = usec
                 break
             last = usec
         if last or after == 0:
+            zones = _zones_of(specs, zone)
+            if _windows_clear(until_us, last, zones):
+                _remember(_LATEST, key, (until_us, last, following, zones,
+                                         _clear_until(until_us, last, following, zones)))
             return last
     return 0
+
+
+def _windows(until_us: int) -> tuple[int, ...]:
+    return (3600, 86400, 32 * 86400, 367 * 86400, until_us // 1_000_000)
+
+
+def _zones_of(specs: list[str], zone) -> tuple:
+    """The zones the specs are evaluated in (their own, or `zone`) that may have folds."""
+    zones = {zone}
+    for spec in specs:
+        words = _normalise(spec)[0].split()
+        if len(words) > 1:
+            zones.add(parse_tz(words[-1]) or zone)
+    return tuple(z for z in zones if not isinstance(z, timezone))
+
+
+def _in_fold(usec: int, zones: tuple) -> bool:
+    """The instant, or the second before it, is in a repeated (fall-back) hour of a zone."""
+    for start in (usec, usec - 1_000_000):
+        moment = to_datetime(max(start, 0), timezone.utc)
+        for zone in zones:
+            local = moment.astimezone(zone).replace(tzinfo=None)
+            if (local.replace(tzinfo=zone, fold=0).utcoffset()
+                    != local.replace(tzinfo=zone, fold=1).utcoffset()):
+                return True
+    return False
+
+
+def _windows_clear(until_us: int, last: int, zones: tuple) -> bool:
+    """No window latest_until(until_us) looks at before it reaches `last` starts in a
+    repeated hour (nor a second before one: fractional-second specs start earlier)."""
+    if not zones:
+        return True
+    for window_s in _windows(until_us):
+        after = max(until_us - window_s * 1_000_000, 0)
+        if _in_fold(after, zones):
+            return False
+        if after < last or after == 0:
+            return True
+    return True
+
+
+DAY_US = 86400 * 1_000_000
+
+
+def _clear_until(until_us: int, last: int, following: int | None, zones: tuple) -> int:
+    """Until when (before `following`) every window start stays clear of folds, so a
+    cached answer needs no check: the starts of the windows sweep [until_us - w,
+    following - w); each sweep is sampled every hour (no zone changes its offset twice
+    within an hour). Spans over 40 days are not vouched for (0: check each time)."""
+    if not zones:
+        return 2**63
+    if following is None or following - until_us > 40 * DAY_US:
+        return 0
+    for window_s in _windows(following):
+        window_us = window_s * 1_000_000
+        start, end = max(until_us - window_us, 0), max(following - window_us, 0)
+        offsets = set()
+        for probe in range(start, end + 3600 * 1_000_000, 3600 * 1_000_000):
+            moment = to_datetime(min(probe, end), timezone.utc)
+            offsets.update(moment.astimezone(z).utcoffset() for z in zones)
+            if len(offsets) > len(zones) or _in_fold(min(probe, end), zones):
+                return 0
+        if end < last or end == 0:
+            break
+    return following
+
+
+_OCCURRENCES: dict = {}
+_LATEST: dict = {}
+_CACHE_ENTRIES = 8192
+
+
+def _remember(cache: dict, key, value) -> None:
+    if len(cache) >= _CACHE_ENTRIES:
+        cache.clear()
+    cache[key] = value
