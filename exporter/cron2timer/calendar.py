@@ -1,9 +1,9 @@
 """Cron fields -> systemd OnCalendar= lines that elapse at exactly the same times.
 
 Each field becomes the exact set of values it stands for, written back as `*`, a
-`start/step` repetition (systemd repeats up to the component's maximum, as cron's
-`*/step` and `a-59/step` do: `*/7` minutes is `00/7`, 0..56, restarting each hour),
-`a..b` runs or a comma list. Nothing is approximated.
+`start/step` repetition where systemd computes it right (see `component`), `a..b`
+runs or a comma list: `*/7` minutes is `00,07,14,21,28,35,42,49,56`. Nothing is
+approximated.
 
 Cron's day rule: when day-of-month and day-of-week are both restricted (neither
 field starts with `*`), a day matches if *either* matches. One OnCalendar= line is an
@@ -27,14 +27,20 @@ class NeverRuns(ValueError):
     pass
 
 
-def component(values: frozenset[int], low: int, high: int) -> str:
-    """One OnCalendar component for exactly `values`."""
+def component(values: frozenset[int], low: int, high: int, repeat: bool = True) -> str:
+    """One OnCalendar component for exactly `values`.
+
+    `start/step` only for a whole residue class of a step that divides the range
+    (`*/15` minutes -> `00/15`, `1-23/2` hours -> `01/2`): systemd 252 computes other
+    repetitions wrongly after a rollover (`*:00/7` elapses at 23:56 and then 00:07,
+    never at 00:00), so those, and every day-of-month step, are written as lists."""
     vals = sorted(values)
     if vals == list(range(low, high + 1)):
         return "*"
-    if len(vals) >= 3:
+    size = high - low + 1
+    if repeat and len(vals) >= 3:
         step = vals[1] - vals[0]
-        if step > 1 and vals[-1] + step > high and all(b - a == step for a, b in zip(vals, vals[1:])):
+        if size % step == 0 and vals == list(range(vals[0], high + 1, step)) and vals[0] < low + step:
             return f"{vals[0]:02d}/{step}"
     return ",".join(_runs(vals, lambda v: f"{v:02d}"))
 
@@ -85,9 +91,9 @@ def oncalendar(schedule: Schedule, zone: str | None = None) -> list[str]:
             return [_line("", month, "*", hour, minute, zone)]
         lines = [_line(weekdays(dow.values), month, "*", hour, minute, zone)]
         if _some_date(dom, schedule.month):  # else that side never matches: drop it
-            lines.append(_line("", month, component(dom.values, 1, 31), hour, minute, zone))
+            lines.append(_line("", month, component(dom.values, 1, 31, repeat=False), hour, minute, zone))
         return lines
     if not _some_date(dom, schedule.month):
         raise NeverRuns(f"day-of-month {dom.text} never occurs in month {schedule.month.text}, "
                         f"so cron never runs this entry")
-    return [_line(weekdays(dow.values), month, component(dom.values, 1, 31), hour, minute, zone)]
+    return [_line(weekdays(dow.values), month, component(dom.values, 1, 31, repeat=False), hour, minute, zone)]
