@@ -446,6 +446,14 @@ def test_every_alert_has_its_influxql():
         rendered = render(name, query)
         for ref in re.findall(r'"(\w+)"', rendered):
             assert ref in names or ref in aliases or ref == s.measurement(), f"{name} {level}: {ref!r}"
+        fields = known[s.measurement()]["fields"]
+        for ref, operand in re.findall(r'"(\w+)" (?:=|!=|<|>|<=|>=|=~) (\'[^\']*\'|/[^/]*/|true|false|[\d.]+)', rendered):
+            kind = ("string" if operand[0] in "'/" else "bool" if operand in ("true", "false") else "number")
+            if ref in fields:
+                assert {"int": "number", "float": "number"}.get(fields[ref], fields[ref]) == kind, \
+                    f"{name} {level}: {ref} is {fields[ref]}, compared with {operand}"
+            else:
+                assert ref in known[s.measurement()]["tags"] and kind == "string" or ref in aliases, f"{name} {level}: {ref}"
         assert not re.search(r":\w+:", rendered)
 
 
