@@ -143,9 +143,21 @@ class TimersCollector:
     def points(self, snapshot, now: Now) -> list[Point]:
         points = []
         for record in snapshot.timers:
-            if self.config.wants(record.timer.name):
+            if self._settings(record.timer.name)[0]:
                 points += self.timer_points(record, snapshot, now)
         return points
+
+    def _settings(self, name: str) -> tuple[bool, int, int]:
+        """(wanted, grace_us, max_runtime_us) of a timer from the configuration,
+        worked out once per timer (the globs and overrides are looked up every sample)."""
+        if getattr(self, "_settings_of", None) is not self.config:
+            self._settings_of, self._settings_memo = self.config, {}
+        found = self._settings_memo.get(name)
+        if found is None:
+            found = self._settings_memo[name] = (
+                self.config.wants(name), int(self.config.grace_for(name) * 1e6),
+                int(self.config.max_runtime_for(name) * 1e6))
+        return found
 
     def timer_points(self, record, snapshot, now: Now) -> list[Point]:
         timer, name = record.timer.properties, record.timer.name
@@ -183,9 +195,8 @@ class TimersCollector:
             armed_since_us=memory.armed_since_us,
             running=running, last_failed=self._last_failed(service, memory, running))
         # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
-        grace_us = (int(self.config.grace_for(name) * 1e6) + timer.get("AccuracyUSec", 0)
-                    + timer.get("RandomizedDelayUSec", 0))
-        max_runtime_us = int(self.config.max_runtime_for(name) * 1e6)
+        _wanted, grace_us, max_runtime_us = self._settings(name)
+        grace_us += timer.get("AccuracyUSec", 0) + timer.get("RandomizedDelayUSec", 0)
         try:
             health = evaluate(facts, now.realtime_us, grace_us, max_runtime_us, run_started, self.zone)
         except ScheduleError as err:

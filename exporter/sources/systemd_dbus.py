@@ -42,14 +42,18 @@ TIMER_PROPERTIES = (
     "NextElapseUSecMonotonic", "LastTriggerUSec", "LastTriggerUSecMonotonic", "Result",
     "Persistent", "AccuracyUSec", "RandomizedDelayUSec",
 )
+# A Service's properties are read one Get each: GetAll marshals all ~200 of them (the
+# cgroup ones read cgroupfs), twice the cost of these few Gets for systemd and for us.
 SERVICE_PROPERTIES = (
-    "Type", "Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp",
-    "ExecMainExitTimestamp", "ExecMainPID", "MemoryCurrent", "MemoryPeak",
+    "Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp",
+    "ExecMainExitTimestamp", "MemoryPeak",
 )
-_WANTED = {TIMER: TIMER_PROPERTIES, SERVICE: SERVICE_PROPERTIES}
 # Service properties systemd never announces in PropertiesChanged (no EMITS_CHANGE flag
 # in its dbus-cgroup.c vtable): read again on every sample while the service runs.
+# MemoryCurrent only matters then, so it is only read then (in a full read too).
 UNSIGNALED_SERVICE_PROPERTIES = ("MemoryCurrent", "MemoryPeak")
+OPTIONAL_SERVICE_PROPERTIES = {"MemoryPeak"}  # systemd >= 254
+UNKNOWN_PROPERTY = "org.freedesktop.DBus.Error.UnknownProperty"
 UNIT_PATH_PREFIX = MANAGER_PATH + "/unit/"
 
 # Service ActiveStates that mean the job is in progress. A oneshot service is
@@ -195,6 +199,7 @@ class SystemdBus:
         self._appeared: set[str] = set()  # timers systemd loaded that were not listed
         self._synced_at: float | None = None  # time.monotonic() of the last full read
         self.stats = ReadStats()
+        self._unsupported: set[str] = set()  # optional properties this systemd lacks
 
     async def _connection(self) -> MessageBus:
         if self._bus is None or not self._bus.connected:
@@ -445,11 +450,10 @@ class SystemdBus:
         self.stats.unsignaled_reads += 1
         path = unit_path(service.name)
         for prop in UNSIGNALED_SERVICE_PROPERTIES:
-            if prop not in service.properties:  # this systemd does not have it
+            if prop in self._unsupported:
                 continue
             try:
-                service.properties[prop] = await self._call(
-                    SYSTEMD, path, PROPERTIES, "Get", "ss", [SERVICE, prop])
+                service.properties[prop] = await self._get(path, SERVICE, prop)
             except DBusCallError:
                 self._dirty.add(service.name)  # read it whole next time
                 return
@@ -463,9 +467,35 @@ class SystemdBus:
 
     async def _fill(self, unit: UnitRecord, interface: str) -> str:
         """Read `interface`'s properties into unit; the error text when that fails."""
+        if interface == SERVICE:
+            return await self._fill_service(unit)
         try:
             found = await self.get_all(unit.name, interface)
-            unit.properties = {k: found[k] for k in _WANTED[interface] if k in found}
+            unit.properties = {k: found[k] for k in TIMER_PROPERTIES if k in found}
         except DBusCallError as err:
             return str(err)
         return ""
+
+    async def _fill_service(self, unit: UnitRecord) -> str:
+        wanted = [p for p in SERVICE_PROPERTIES if p not in self._unsupported]
+        if is_running(unit.active_state, unit.sub_state):
+            wanted.append("MemoryCurrent")
+        path = unit_path(unit.name)
+        values = await asyncio.gather(*(self._get(path, SERVICE, p) for p in wanted),
+                                      return_exceptions=True)
+        properties, missing = {}, []
+        for prop, value in zip(wanted, values):
+            if isinstance(value, DBusCallError):
+                if prop in OPTIONAL_SERVICE_PROPERTIES and value.name == UNKNOWN_PROPERTY:
+                    missing.append(prop)
+                    continue
+                return str(value)
+            if isinstance(value, BaseException):
+                raise value
+            properties[prop] = value
+        self._unsupported.update(missing)  # this systemd is older: never ask again
+        unit.properties = properties
+        return ""
+
+    async def _get(self, path: str, interface: str, prop: str):
+        return await self._call(SYSTEMD, path, PROPERTIES, "Get", "ss", [interface, prop])
