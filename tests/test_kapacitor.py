@@ -5,9 +5,10 @@ Kapacitor itself cannot be installed here, so:
 - a small TICKscript scanner reads every template (vars, measurement, groupBy, the
   "references" in lambdas, the fields and tags its message and id templates read, the
   fields nodes create with .as()) and every measurement, tag and field must be in
-  docs/metrics.md with the type the script compares it with; every var has a default;
-  every template has a task (vars) file whose vars are the template's, with their types;
-  handlers and kapacitor.conf agree with each other and with docs/alerts.md;
+  docs/metrics.md with the type the script compares it with; every var has a default
+  (and docs/alerts.md lists it with its type and default); every template has a task
+  (vars) file whose vars are the template's, with their types; handlers, kapacitor.conf,
+  docs/alerts.md and docker-compose.yml agree on the KAPACITOR_* variables;
 - kapacitor/queries.influxql holds each alert's condition in InfluxQL: the agent fills a
   fresh database of the session InfluxDB 1.6.7 from real failing and healthy timers,
   containers and agents, and each query must list exactly the failing objects."""
@@ -295,18 +296,47 @@ def test_task_file_matches_its_template(name):
         assert set(spec) == {"type", "value"}, f"{name}.{var}"
         assert spec["type"] == s.vars[var]["type"], f"{name}.{var}: {spec['type']} vs {s.vars[var]['type']}"
         check_value(spec["type"], spec["value"], f"{name}.{var}")
-        default = s.vars[var]["default"]
-        if spec["type"] == "regex":
-            assert spec["value"] == s.regexes[int(default[2:-1])], f"{name}.{var}: not the template's default"
-        elif spec["type"] == "string":
-            assert spec["value"] == s.string(default), f"{name}.{var}"
-        elif spec["type"] == "lambda":
-            assert render_lambda(spec["value"]) == render_lambda(
-                re.sub(r"'#(\d+)'", lambda m: f"'{s.strings[int(m.group(1))]}'", default.split(":", 1)[1].strip()))
+        if spec["type"] == "lambda":  # a lambda's references are checked like the template's
             for ref in re.findall(r'"(\w+)"', spec["value"]):
                 assert ref in known["tags"] or ref in known["fields"], f"{name}.{var}: {ref}"
-        else:
-            assert str(spec["value"]) == default, f"{name}.{var}: not the template's default"
+
+
+def default_text(s, var):
+    """A template var's default as docs/alerts.md writes it."""
+    default = s.vars[var]["default"]
+    kind = s.vars[var]["type"]
+    if kind == "regex":
+        return s.regexes[int(default[2:-1])]
+    if kind == "string":
+        return s.string(default)
+    if kind == "lambda":
+        return re.sub(r"'#(\d+)'", lambda m: f"'{s.strings[int(m.group(1))]}'", default.split(":", 1)[1].strip())
+    return default
+
+
+def test_docs_list_every_var_with_its_type_and_default():
+    text = (ROOT / "docs" / "alerts.md").read_text()
+    for name, s in SCRIPTS.items():
+        section = text.split(f"\n### {name}\n", 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
+        documented = {}
+        for names, kind, default in re.findall(r"^\| (`\w+`(?:, `\w+`)*) \| (\w+) \| ([^|]+?) \|", section, re.M):
+            for var in re.findall(r"`(\w+)`", names):
+                documented[var] = (kind, default.strip())
+        assert set(documented) == set(s.vars), f"docs/alerts.md, {name}: {set(documented) ^ set(s.vars)}"
+        for var, (kind, default) in documented.items():
+            assert kind == s.vars[var]["type"], f"docs/alerts.md, {name}.{var}: {kind}"
+            if default != "as above":
+                assert default == f"`{default_text(s, var)}`", f"docs/alerts.md, {name}.{var}: {default}"
+
+
+def test_shipped_task_files_carry_the_defaults():
+    """As shipped (users then edit them): the task files say what the templates say."""
+    for name, s in SCRIPTS.items():
+        for var, spec in task(name)["vars"].items():
+            value = spec["value"]
+            want = default_text(s, var)
+            got = render_lambda(value) if spec["type"] == "lambda" else str(value)
+            assert got == (render_lambda(want) if spec["type"] == "lambda" else want), f"{name}.{var}"
 
 
 def conf():
@@ -407,9 +437,11 @@ def influxql_blocks():
 
 
 def render(name, query, **overrides):
-    """The query with each :var: replaced by the task's value (or an override)."""
-    values = {var: spec["value"] for var, spec in task(name)["vars"].items()}
-    types = {var: spec["type"] for var, spec in task(name)["vars"].items()}
+    """The query with each :var: replaced by the template's default (or an override),
+    as docs/alerts.md tells users to substitute their task's values."""
+    script = SCRIPTS[name]
+    values = {var: default_text(script, var) for var in script.vars}
+    types = {var: info["type"] for var, info in script.vars.items()}
     values.update(overrides)
 
     def one(m):
