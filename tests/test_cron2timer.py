@@ -209,6 +209,50 @@ def test_dst_differences_are_only_at_the_changes():
     assert not near_dst_change(change + timedelta(hours=1, minutes=1), zone)
 
 
+def test_systemd_repetitions_that_do_not_divide_their_range_go_wrong():
+    """Why `*/7` minutes becomes a list: systemd 252 elapses `*:00/7` at 23:56 and then
+    at 00:07, never at 00:00 (cron: 00:00). The list form is right."""
+    base = datetime(2026, 11, 26, 23, 50, tzinfo=timezone.utc)
+    step, listed = "*-*-* *:00/7:00", "*-*-* *:00,07,14,21,28,35,42,49,56:00"
+    elapses = systemd_elapses([step, listed], base, "UTC")
+    assert [f"{t:%H:%M}" for t in elapses[step][:2]] == ["23:56", "00:07"]
+    assert [f"{t:%H:%M}" for t in elapses[listed][:2]] == ["23:56", "00:00"]
+    assert calendar_of("*/7 * * * *") == [listed]
+
+
+def calendar_of(schedule: str) -> list[str]:
+    (unit,) = convert(f"{schedule} /bin/true\n").units
+    return list(unit.oncalendar)
+
+
+def test_every_repetition_cron2timer_writes_equals_its_list():
+    """The `start/step` forms component() emits (a step dividing 60 minutes, 24 hours or
+    12 months, from a start below the step) elapse exactly like the explicit lists,
+    across rollovers of hour, day, month and year."""
+    cases = []  # (cron schedule, the OnCalendar= it becomes, the same as a list)
+    for step in (2, 3, 4, 5, 6, 10, 12, 15, 20):  # (two values, such as */30, stay a list)
+        for start in range(step):
+            values = ",".join(f"{v:02d}" for v in range(start, 60, step))
+            cases.append((f"{start}-59/{step} * * * *", f"*-*-* *:{start:02d}/{step}:00", f"*-*-* *:{values}:00"))
+    for step in (2, 3, 4, 6, 8):
+        for start in range(step):
+            values = ",".join(f"{v:02d}" for v in range(start, 24, step))
+            cases.append((f"0 {start}-23/{step} * * *", f"*-*-* {start:02d}/{step}:00:00", f"*-*-* {values}:00:00"))
+    for step in (2, 3, 4):
+        for start in range(1, step + 1):
+            values = ",".join(f"{v:02d}" for v in range(start, 13, step))
+            cases.append((f"0 0 1 {start}-12/{step} *", f"*-{start:02d}/{step}-01 00:00:00", f"*-{values}-01 00:00:00"))
+    for schedule, step_form, _ in cases:
+        assert calendar_of(schedule) == [step_form], schedule
+    expressions = [form for _, step_form, list_form in cases for form in (step_form, list_form)]
+    for base in (datetime(2026, 12, 31, 20, 0, tzinfo=timezone.utc),
+                 datetime(2027, 2, 28, 21, 0, tzinfo=timezone.utc)):
+        elapses = systemd_elapses(expressions, base, "UTC")
+        for schedule, step_form, list_form in cases:
+            assert elapses[step_form] == elapses[list_form], (schedule, base)
+            assert len(elapses[step_form]) == ITERATIONS
+
+
 # -- systemd-analyze verify ------------------------------------------------------------
 
 def test_every_generated_unit_passes_systemd_analyze_verify(tmp_path):
