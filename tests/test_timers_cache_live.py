@@ -15,7 +15,7 @@ from exporter.clock import Now
 from exporter.collectors.timers import TimersCollector
 from exporter.config import load_config
 from exporter.point import to_line_protocol
-from exporter.sources.systemd_dbus import (UNSIGNALED_SERVICE_PROPERTIES, SystemdBus,
+from exporter.sources.systemd_dbus import (UNSIGNALED_SERVICE_PROPERTIES, DBusCallError, SystemdBus,
                                            is_running)
 
 HOUR = 3600.0  # resync_interval: no periodic full read during the test
@@ -304,3 +304,46 @@ def test_between_signals_a_sample_reads_nothing_whole(user_manager):
     assert [t.timer.name for t in full.timers] == [t.timer.name for t in again.timers]
     names = [t.timer.name for t in again.timers]
     assert "idle-a.timer" in names and names == [t.timer.name for t in first.timers]
+
+
+def test_a_sample_that_fails_half_way_is_followed_by_a_full_read(user_manager):
+    manager = user_manager
+    install(manager, "half-way", "ExecStart=/bin/true", "OnCalendar=2030-01-01\n")
+    manager.daemon_reload()
+    manager.systemctl("start", "half-way.timer")  # (keeps its service from being freed)
+
+    async def scenario():
+        source = SystemdBus(manager.bus_address)
+        real = source.units_by_name
+
+        async def failing(names):
+            raise DBusCallError("org.freedesktop.DBus.Error.NoReply", "simulated")
+        try:
+            await settle(source)
+            await systemctl(manager, "start", "half-way.service")  # dirties it
+            await asyncio.sleep(0.3)
+            source.units_by_name = failing
+            try:
+                await source.read_timers(HOUR)
+            except DBusCallError as err:
+                failed = str(err)
+            source.units_by_name = real
+            before = source.stats.full_reads
+            after = await source.read_timers(HOUR)
+            return failed, source.stats.full_reads - before, after, await full_read(manager.bus_address)
+        finally:
+            await source.close()
+
+    try:
+        failed, full_reads, after, full = asyncio.run(scenario())
+    finally:
+        manager.systemctl("stop", "half-way.timer")
+        manager.remove_unit("half-way.timer")
+        manager.remove_unit("half-way.service")
+        manager.daemon_reload()
+    assert failed.endswith("simulated")
+    assert full_reads == 1
+    ours = next(t for t in after.timers if t.timer.name == "half-way.timer")
+    theirs = next(t for t in full.timers if t.timer.name == "half-way.timer")
+    assert ours.service.properties == theirs.service.properties
+    assert ours.service.properties["ExecMainStartTimestamp"] > 0

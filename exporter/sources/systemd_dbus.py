@@ -336,11 +336,15 @@ class SystemdBus:
         read happens at least every resync_interval seconds (and after a reconnect or a
         daemon-reload). 0: a full read each time."""
         await self._connection()
-        if (resync_interval <= 0 or self._synced_at is None
-                or time.monotonic() - self._synced_at >= resync_interval):
-            await self._full_read()
-        else:
-            await self._refresh()
+        try:
+            if (resync_interval <= 0 or self._synced_at is None
+                    or time.monotonic() - self._synced_at >= resync_interval):
+                await self._full_read()
+            else:
+                await self._refresh()
+        except BaseException:
+            self._synced_at = None  # what changed may be half read: start afresh
+            raise
         runs = {name: [by_exit[k] for k in sorted(by_exit)] for name, by_exit in self._runs.items()}
         self._runs = {}
         return TimersSnapshot(self.kind, self._records(), runs)
