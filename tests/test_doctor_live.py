@@ -398,3 +398,18 @@ proc_root = "{FIXTURES}/proc-memory-disabled"
     text = doctor("--config", str(config), env=env)
     assert text.returncode == 1 and text.stdout.splitlines()[-1] == "needs attention: 4 errors"
     assert f"      - {tmp_path}/dbus:{tmp_path}/dbus:ro" in text.stdout
+
+
+def test_doctor_dns_without_docker_still_shows_the_host(tmp_path):
+    host = tmp_path / "host-resolv.conf"
+    host.write_text("nameserver 127.0.0.53\n")
+    upstream = tmp_path / "upstream-resolv.conf"
+    upstream.write_text("nameserver 10.0.0.2\n")
+    env = {**os.environ, "TICK_EXPORTER_CONTAINERS_DOCKER_HOST": f"unix://{tmp_path}/docker.sock",
+           "TICK_EXPORTER_DNS_HOST_RESOLV_CONF": str(host),
+           "TICK_EXPORTER_DNS_UPSTREAM_RESOLV_CONF": str(upstream)}
+    result = doctor("dns", env=env)
+    assert result.returncode == 1
+    assert result.stdout.startswith("host resolv.conf: 127.0.0.53 (a loopback stub)\n"
+                                    "host upstream servers: 10.0.0.2\n")
+    assert f"ERROR access-docker: unix://{tmp_path}/docker.sock" in result.stdout

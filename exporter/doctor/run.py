@@ -103,7 +103,9 @@ async def check_docker(config: Config, report: Report, now: Now, dns_only: bool)
         else:
             report.skipped.append(f"Docker: containers and dns are not enabled and the API at "
                                   f"{docker_host} does not answer ({reason})")
-        return []
+        # The host's own resolvers are still worth showing (`doctor dns`).
+        fields, _upstreams = DnsCollector(None, config.dns, config.agent.hostname).host_view()
+        return [Point("host_dns", {"host": config.agent.hostname}, fields, now.time_ns)]
     finally:
         await asyncio.to_thread(source.close)
     points = []
