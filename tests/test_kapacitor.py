@@ -16,7 +16,6 @@ Kapacitor itself cannot be installed here, so:
 import re
 import time
 import tomllib
-from pathlib import Path
 
 import pytest
 
