@@ -38,7 +38,8 @@ def build_collectors(config: Config) -> list:
             host, state))
     if config.dns.enabled:
         from .collectors.dns import DnsCollector
-        collectors.append(DnsCollector(docker, config.dns, host))
+        collectors.append(DnsCollector(docker, config.dns, host,
+                                       proc_root=config.containers.proc_root))
     if config.host_memory.enabled:
         from .collectors.host_memory import HostMemoryCollector
         collectors.append(HostMemoryCollector(host, config.containers.proc_root))

@@ -110,7 +110,8 @@ async def check_docker(config: Config, report: Report, now: Now, dns_only: bool)
         await asyncio.to_thread(source.close)
     points = []
     try:
-        points = await DnsCollector(_Listed(containers), config.dns, config.agent.hostname).collect(now)
+        points = await DnsCollector(_Listed(containers), config.dns, config.agent.hostname,
+                                    proc_root=config.containers.proc_root).collect(now)
     except Exception as err:
         report.extend([_failed("dns", err)])
     else:
