@@ -150,7 +150,7 @@ def test_systemd_elapses_equal_croniter_run_times(base, zone):
         kept_systemd = [t for t in systemd if t <= until and not near_dst_change(t, effective)]
         kept_cron = [t for t in cron if t <= until and not near_dst_change(t, effective)]
         assert kept_systemd == kept_cron, where
-        assert len(kept_cron) >= ITERATIONS * 0.9 or len(cron) < ITERATIONS, where
+        assert len(kept_cron) >= ITERATIONS // 2 or len(cron) < ITERATIONS, where  # not vacuous
         compared += len(kept_cron)
         set_aside += len(cron) - len([t for t in cron if t <= until]) + \
             len([t for t in cron if t <= until and near_dst_change(t, effective)])
