@@ -17,7 +17,10 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 ARG PIP_NO_INDEX=
 ARG PIP_FIND_LINKS=
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# SKIP_CYTHON: where dbus-fast has no wheel (arm/v7) pip builds it from its sdist, which
+# would run Cython for minutes on a Pi only to find no compiler here and fall back to
+# pure Python; skip straight to that.
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 SKIP_CYTHON=1
 COPY . /src
 RUN python3 -m venv /opt/tick-exporter \
  && /opt/tick-exporter/bin/pip install /src \

@@ -57,3 +57,36 @@ def dnsmasq(docker_engine):
     name in tick.test, REFUSED outside it; nothing is forwarded anywhere."""
     with Dnsmasq(docker_engine.bridge_ip, hosts=DNSMASQ_HOSTS, local=["tick.test"]) as server:
         yield server
+
+
+# -- the `live` marker ---------------------------------------------------------------
+# A test is `live` when it needs a real service or a host tool that only this test
+# machine has (systemd, dockerd, influxd, dnsmasq, systemd-analyze). The rest are unit
+# tests that run anywhere the package is installed: tests/test_armhf.py runs them
+# (`-m "not live"`) inside the arm/v7 image under QEMU.
+LIVE_FIXTURES = {"user_manager", "influxdb", "victoria", "docker_engine", "dnsmasq"}
+# Modules that start their own services or call systemd's tools without those fixtures.
+LIVE_MODULES = {"test_delivery_influxdb", "test_docker_engine", "test_services",
+                "test_schedule_systemd", "test_cron2timer", "test_armhf", "test_compose",
+                "test_doctor_live", "test_timers_cache_live"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "live: needs a real service or host tool (see conftest)")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())) or module in LIVE_MODULES:
+            item.add_marker(pytest.mark.live)
+
+
+@pytest.fixture(scope="session")
+def amd64_exporter_image(docker_engine):
+    """The exporter image built through the project's Dockerfile FROM a debootstrapped
+    Debian bookworm (tests/images.py), once per session."""
+    from tests import images
+    base = images.base_image(docker_engine, "local/debian:bookworm")
+    images.exporter_image(docker_engine, "tick-exporter:amd64", base)
+    return "tick-exporter:amd64"

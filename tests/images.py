@@ -67,3 +67,45 @@ def exporter_image(engine, tag: str, base: str, wheel_dir: Path | None = None,
                       "--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/src/wheels",
                       *build_args, str(context), timeout=1800)
         return time.monotonic() - started
+
+
+# ---------------------------------------------------------------------------
+# arm/v7 (armhf): what pip on the Pi would find, gathered on this x86_64 host
+
+def arm_wheels(directory: Path) -> None:
+    """Wheels for linux/arm/v7 without a network in the build: every pure-Python
+    dependency as on x86_64, charset-normalizer's pure wheel in place of its x86 one, and
+    dbus-fast as its sdist plus the sdist's build requirements (it has no armv7 wheel;
+    built with SKIP_CYTHON=1 it is pure Python)."""
+    wheels(directory)
+    for native in directory.glob("*x86_64*.whl"):
+        native.unlink()
+    pip = [sys.executable, "-m", "pip", "download", "-q", "--dest", str(directory)]
+    pure = ["--only-binary=:all:", "--platform", "any", "--python-version", "3.11"]
+    for command in (pip + ["--no-deps", *pure, "charset-normalizer"],
+                    pip + ["--no-deps", "--no-binary=:all:", "dbus-fast"],
+                    pip + [*pure, "Cython>=3,<3.4", "poetry-core>=1.0.0", "setuptools>=65.4.1", "wheel"]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
+
+
+def arm_test_libs(engine, directory: Path) -> None:
+    """pytest and hypothesis as pure-Python wheels (newer hypothesis releases carry a
+    native module; pip picks the newest pure one), installed here with --target, and
+    psutil from Debian's armhf package (no armv7 wheel exists; copied out of a
+    debootstrapped root that has it)."""
+    command = [sys.executable, "-m", "pip", "install", "-q", "--target", str(directory),
+               "--only-binary=:all:", "--platform", "any", "--python-version", "3.11",
+               "pytest>=7", "hypothesis>=6"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"pip install --target failed:\n{done.stdout}{done.stderr}")
+    native = list(directory.rglob("*.so"))
+    assert not native, f"not pure Python: {native}"
+    image = base_image(engine, "local/debian-armhf-psutil:bookworm", arch="armhf", add="python3-psutil")
+    container = engine.docker("create", image, "true").stdout.strip()
+    try:
+        engine.docker("cp", f"{container}:/usr/lib/python3/dist-packages/psutil", str(directory))
+    finally:
+        engine.docker("rm", container, check=False)

@@ -122,12 +122,10 @@ def test_smoke_override_changes_only_what_the_machine_lacks():
 # smoke run on the real engine
 
 @pytest.fixture(scope="module")
-def stack_images(docker_engine):
-    base = images.base_image(docker_engine, "local/debian:bookworm")
+def stack_images(docker_engine, amd64_exporter_image):
     stack = images.base_image(docker_engine, "local/stack-debian:bookworm",
                               add="influxdb,influxdb-client,socat")
-    images.exporter_image(docker_engine, "tick-exporter:smoke", base)
-    return stack, "tick-exporter:smoke"
+    return stack, amd64_exporter_image
 
 
 def influx_query(url, database, q):
