@@ -29,6 +29,12 @@ def rss_of(pid: int) -> int:
     return 0
 
 
+def count_samples(path: Path) -> int:
+    """Samples written so far: one `exporter` heartbeat point (component=agent) each."""
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.startswith(b"exporter,") and b"component=agent" in line)
+
+
 def main(timers: int, containers: int, interval: str, seconds: int) -> None:
     node_exporter = ensure_node_exporter()
     with UserManager() as manager, DockerEngine() as engine, \
@@ -71,7 +77,10 @@ def main(timers: int, containers: int, interval: str, seconds: int) -> None:
                 step = float(interval.rstrip("s"))
                 started = time.monotonic()
                 rss, ne_rss, next_scrape = [], [], started
+                warm = None  # (CPU, samples written) after the first minute
                 while time.monotonic() - started < seconds:
+                    if warm is None and time.monotonic() - started >= 60:
+                        warm = (cpu_of(agent.pid), count_samples(out_path))
                     assert agent.poll() is None, (Path(tmp) / "agent.log").read_text()[-2000:]
                     if time.monotonic() >= next_scrape:
                         scrape()
@@ -87,18 +96,24 @@ def main(timers: int, containers: int, interval: str, seconds: int) -> None:
                 ne.terminate()
                 ne.wait(10)
         lines = out_path.read_text().splitlines()
-        samples = sum(1 for line in lines if line.startswith("exporter,") and "component=agent" in line)
+        samples = count_samples(out_path)
         timer_points = sum(1 for line in lines if line.startswith("systemd_timer,"))
         memory_points = sum(1 for line in lines if line.startswith("container_memory,"))
         errors = [line for line in lines if line.startswith("exporter,") and "success=false" in line]
     print(f"tick-exporter run, {timers} timers + {containers} containers, interval {interval}, "
           f"{elapsed:.0f} s: {samples} samples ({timer_points} systemd_timer and {memory_points} "
           f"container_memory points), {len(errors)} failed collector samples")
+    arenas = os.environ.get("MALLOC_ARENA_MAX")
+    if arenas:
+        print(f"  (MALLOC_ARENA_MAX={arenas} in the agent's environment)")
     print(f"  RSS: max {max(rss) / 2**20:.1f} MiB, at the end {rss[-1] / 2**20:.1f} MiB "
           f"(after the first minute: max {max(rss[60:] or rss) / 2**20:.1f} MiB)")
     print(f"  CPU: {agent_cpu:.2f} s in all (start-up included), "
           f"{agent_cpu / max(samples, 1) * 1e3:.1f} ms per sample, "
           f"{agent_cpu / elapsed * 100:.2f} % of one core")
+    if warm and samples > warm[1]:
+        print(f"  CPU after the first minute: {(agent_cpu - warm[0]) / (samples - warm[1]) * 1e3:.1f} ms "
+              f"per sample ({samples - warm[1]} samples)")
     print(f"node_exporter (systemd collector only), scraped every {interval} on the same bus:")
     print(f"  RSS: max {max(ne_rss) / 2**20:.1f} MiB; CPU: {ne_cpu:.2f} s, "
           f"{ne_cpu / elapsed * 100:.2f} % of one core")
