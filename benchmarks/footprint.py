@@ -39,7 +39,8 @@ def main(timers: int, containers: int, interval: str, seconds: int) -> None:
     node_exporter = ensure_node_exporter()
     with UserManager() as manager, DockerEngine() as engine, \
             tempfile.TemporaryDirectory(prefix="tick-footprint-") as tmp:
-        populate(manager, timers)
+        if timers:
+            populate(manager, timers)
         image = engine.image()
         for i in range(containers):
             engine.run("--name", f"footprint-{i}", "-m", "32m", image, "sleep", "3600")
