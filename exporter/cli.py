@@ -19,7 +19,7 @@ EXIT_CONFIG = 2
 
 def build_collectors(config: Config) -> list:
     """Each collector is imported only when enabled: a Pi without Docker never loads
-    the docker SDK. All share one state file."""
+    the Docker API client nor dnspython. All share one state file."""
     from .state import StateFile
     state, host, collectors = StateFile(config.agent.state_path), config.agent.hostname, []
     if config.timers.enabled:

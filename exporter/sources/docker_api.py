@@ -1,7 +1,7 @@
-"""Thin adapter over the Docker Engine API (the `docker` SDK): which containers run,
-their metadata, and the oom/die events between samples.
+"""Thin adapter over the Docker Engine API (exporter.sources.engine_api): which
+containers run, their metadata, and the oom/die events between samples.
 
-The SDK is blocking: callers run list_containers() in a thread. Numbers never come from
+The calls are blocking: callers run list_containers() in a thread. Numbers never come from
 the stats API (seconds per container on Docker < 20.10); see sources/cgroupfs.py.
 """
 
@@ -53,12 +53,8 @@ class DockerSource:
 
     def _connect(self):
         if self.client is None:
-            import docker  # only when the containers collector is enabled
-
-            try:
-                self.client = docker.DockerClient(base_url=self.docker_host, timeout=int(self.timeout))
-            except docker.errors.DockerException as err:
-                raise ConnectionError(f"cannot reach Docker at {self.docker_host}: {err}") from err
+            from .engine_api import EngineAPI  # only when a container collector is enabled
+            self.client = EngineAPI(self.docker_host, self.timeout)
         if self._watcher is None:
             self._watcher = threading.Thread(target=self._watch, name="docker-events", daemon=True)
             self._watcher.start()
@@ -66,7 +62,7 @@ class DockerSource:
 
     def list_containers(self) -> list[ContainerInfo]:
         """Running containers, with `docker inspect` detail (one call each)."""
-        return [container_info(c.attrs) for c in self._connect().containers.list()]
+        return [container_info(attrs) for attrs in self._connect().containers()]
 
     def drain_events(self) -> list[ContainerEvent]:
         drained = []
@@ -79,8 +75,7 @@ class DockerSource:
         the next sample still counts; reconnect after errors."""
         while not self._closing.is_set():
             try:
-                stream = self.client.events(decode=True, filters={
-                    "type": "container", "event": ["oom", "die"]})
+                stream = self.client.events({"type": ["container"], "event": ["oom", "die"]})
                 for event in stream:
                     actor = event.get("Actor") or {}
                     self.events.append(ContainerEvent(
