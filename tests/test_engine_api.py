@@ -10,7 +10,6 @@ import socketserver
 import threading
 import time
 
-import docker
 import pytest
 
 from exporter.sources.docker_api import DockerSource, container_info
@@ -74,6 +73,8 @@ def by_id(infos):
 @pytest.mark.parametrize("transport", ["unix", "tcp"])
 def test_the_same_containers_as_the_docker_sdk(docker_engine, containers, tcp_host, transport):
     host = docker_engine.host if transport == "unix" else tcp_host
+    import docker  # the reference (a test dependency; the unit tests on arm/v7 run without it)
+
     ours = EngineAPI(host).containers()
     sdk = docker.DockerClient(base_url=docker_engine.host)
     try:
