@@ -17,11 +17,17 @@ class ParsedPoint:
 
 
 def _split_unescaped(text, separator, quotes=True, limit=-1):
-    """Split on `separator` outside escapes (and, when `quotes`, outside string fields)."""
+    """Split on `separator` outside escapes (and, when `quotes`, outside string fields).
+
+    A backslash escapes only what InfluxDB lets it escape there (",= " outside string
+    fields, a quote or backslash inside them); before anything else it is a literal
+    character: a tag written as two backslashes and "=" is a backslash, then an escaped
+    "=" (what InfluxDB's parser reads, and what the value backslash-equals is written as)."""
     parts, current, i, quoted = [], "", 0, False
     while i < len(text):
         char = text[i]
-        if char == "\\" and i + 1 < len(text):
+        escapable = '"\\' if quoted else ",= "
+        if char == "\\" and i + 1 < len(text) and text[i + 1] in escapable:
             current += text[i:i + 2]
             i += 2
             continue

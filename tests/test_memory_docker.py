@@ -81,7 +81,7 @@ def test_a_real_oom_kill_counts_once_even_when_the_container_is_gone(docker_engi
     victim = docker_engine.run("--name", name, "-m", "16m", "--memory-swap", "16m", image,
                                "sh", "-c", ALLOCATE_64M)
     state = wait_exited(docker_engine, victim)
-    assert state["OOMKilled"] is True and state["ExitCode"] == 137
+    assert state["OOMKilled"] is True and state["ExitCode"] == 137, state
     docker_engine.remove(victim)  # gone before the next sample
     time.sleep(1)
     sample(collector)
