@@ -56,3 +56,15 @@ def test_a_database_that_cannot_be_created_says_why(influxdb):
     assert caught.value.status == 404 and caught.value.kind == "retry"  # kept in the spool
     assert str(caught.value) == ("database 'back\\\\slash' not found and CREATE DATABASE failed: "
                                  "invalid name")
+
+
+def test_a_user_who_may_not_create_databases_keeps_the_output_retrying():
+    """With auth on, a non-admin user's CREATE DATABASE is refused with 403. That must
+    not read as refused credentials (which stop the output): it stays a retry."""
+    from tests.services import InfluxDB1
+    with InfluxDB1(auth_enabled=True) as server:
+        server.query("CREATE USER \"writer\" WITH PASSWORD 'pw'")
+        with pytest.raises(OutputError) as caught:
+            output(server, "not-yet", username="writer", password="pw").write("m value=1i\n")
+    assert caught.value.status == 404 and caught.value.kind == "retry"
+    assert str(caught.value).startswith("database 'not-yet' not found and CREATE DATABASE failed: HTTP 403")

@@ -49,7 +49,13 @@ def _v1_writer(config: InfluxDBConfig):
         # InfluxQL identifiers in double quotes; \ and " escaped inside them.
         name = config.database.replace("\\", "\\\\").replace('"', '\\"')
         form = urllib.parse.urlencode({"q": f'CREATE DATABASE "{name}"'}).encode()
-        answer = post(query_url, form, {"Content-Type": "application/x-www-form-urlencoded"})
+        try:
+            answer = post(query_url, form, {"Content-Type": "application/x-www-form-urlencoded"})
+        except OutputError as err:
+            # A user without the right to create databases (403) must not stop the
+            # output: the samples wait in the spool until someone creates it.
+            raise OutputError(f"database {config.database!r} not found and CREATE DATABASE "
+                              f"failed: {err}", 404) from err
         # Statement errors come back as 200 with {"results":[{"error": ...}]}.
         try:
             error = json.loads(answer)["results"][0].get("error")
