@@ -50,15 +50,19 @@ class DockerSource:
         self.events: deque[ContainerEvent] = deque(maxlen=10_000)
         self._closing = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._lock = threading.Lock()
 
     def _connect(self):
-        if self.client is None:
-            from .engine_api import EngineAPI  # only when a container collector is enabled
-            self.client = EngineAPI(self.docker_host, self.timeout)
-        if self._watcher is None:
-            self._watcher = threading.Thread(target=self._watch, name="docker-events", daemon=True)
-            self._watcher.start()
-        return self.client
+        # The memory and DNS collectors list containers from two threads at once: one
+        # client and one events watcher between them, or every event counts twice.
+        with self._lock:
+            if self.client is None:
+                from .engine_api import EngineAPI  # only when a container collector is enabled
+                self.client = EngineAPI(self.docker_host, self.timeout)
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="docker-events", daemon=True)
+                self._watcher.start()
+            return self.client
 
     def list_containers(self) -> list[ContainerInfo]:
         """Running containers, with `docker inspect` detail (one call each)."""

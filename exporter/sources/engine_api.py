@@ -12,6 +12,7 @@ allow the versioned ones.
 import http.client
 import json
 import socket
+import threading
 import urllib.parse
 from typing import Iterator
 
@@ -46,6 +47,8 @@ class EngineAPI:
             raise ValueError(f"docker_host {docker_host!r}: expected unix://PATH or tcp://HOST:PORT")
         self.docker_host, self.timeout, self._url = docker_host, timeout, url
         self._stream: http.client.HTTPConnection | None = None
+        self._closed = False
+        self._lock = threading.Lock()
 
     def _connection(self, timeout: float | None) -> http.client.HTTPConnection:
         if self._url.scheme == "unix":
@@ -86,10 +89,15 @@ class EngineAPI:
         """The events stream (one JSON object per line) until close() or the daemon
         goes away. No read timeout: the stream is idle between events."""
         conn = self._connection(None)
-        self._stream = conn
+        with self._lock:
+            if self._closed:
+                return
+            self._stream = conn
         query = urllib.parse.urlencode({"filters": json.dumps(filters)})
         try:
             response = self._request(conn, f"/events?{query}")
+            if self._closed:  # close() ran while we connected, before there was a socket
+                return
             while True:
                 line = response.readline()
                 if not line:
@@ -102,9 +110,12 @@ class EngineAPI:
     def close(self) -> None:
         """Ends a running events() from another thread (shutting its socket down
         unblocks the read)."""
-        stream, self._stream = self._stream, None
-        if stream is not None and stream.sock is not None:
+        with self._lock:
+            self._closed = True
+            stream, self._stream = self._stream, None
+        sock = stream.sock if stream is not None else None  # read once: events() may close it
+        if sock is not None:
             try:
-                stream.sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
