@@ -7,11 +7,13 @@ under one deadline.
 """
 
 import asyncio
+import logging
 
 from ..clock import Now
 from ..dns_classify import classify, is_loopback, loopback_stub, parse_resolv_conf
 from ..point import Point
 
+log = logging.getLogger("tick_exporter.dns")
 ANSWERED = ("ok", "nxdomain")  # NXDOMAIN is an answer: the resolver works
 
 
@@ -62,10 +64,11 @@ class DnsCollector:
 
         host_fields, upstreams = self.host_view()
         containers = await asyncio.to_thread(self.docker.list_containers)
-        seen = []
+        seen, unreadable = [], 0
         for container in containers:
             conf = self.container_conf(container)
-            if conf is None:  # removed since it was listed: no half point
+            if conf is None:  # removed since it was listed, or not visible: no half point
+                unreadable += 1
                 continue
             kind = classify(conf, container.network_mode, container.dns, upstreams)
             seen.append((container, conf, kind))
@@ -73,6 +76,10 @@ class DnsCollector:
                    for c, conf, _kind in seen if self.config.queries]
         results = await self.probe(targets, self.config.timeout, set(self.config.skip_servers)) \
             if targets else []
+        if unreadable:
+            log.warning("dns: the resolv.conf of %d running container(s) cannot be read "
+                        "(an agent in a container needs pid: host and CAP_SYS_PTRACE)", unreadable)
+        host_fields["unreadable_containers"] = unreadable
         points = [Point("host_dns", {"host": self.host}, host_fields, now.time_ns)]
         by_container: dict[str, list] = {}
         for result in results:
