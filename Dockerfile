@@ -30,13 +30,12 @@ RUN python3 -m venv /opt/tick-exporter \
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/tick-exporter /opt/tick-exporter
-# The host's paths, mounted read-only by docker-compose.yml (see docs/deploy.md for why
-# each is needed). Every key can be overridden with TICK_EXPORTER_<SECTION>_<KEY>.
+# Configuration by environment (TICK_EXPORTER_<SECTION>_<KEY>) or a file named by
+# TICK_EXPORTER_CONFIG. The defaults fit a container: the system bus at
+# /run/dbus/system_bus_socket (mount the host's /run/dbus), the state file and spool
+# under /var/lib/tick-exporter (a volume, so they survive upgrades).
 ENV PATH=/opt/tick-exporter/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    TICK_EXPORTER_TIMERS_BUS=unix:path=/run/dbus/system_bus_socket \
-    TICK_EXPORTER_AGENT_STATE_PATH=/var/lib/tick-exporter/state.json \
-    TICK_EXPORTER_SPOOL_PATH=/var/lib/tick-exporter/spool
+    PYTHONUNBUFFERED=1
 VOLUME /var/lib/tick-exporter
 # Root in the container: reading the host's system bus needs no privilege, but the DNS
 # probes enter other containers' network namespaces (setns needs CAP_SYS_ADMIN). The
