@@ -8,6 +8,7 @@ the stats API (seconds per container on Docker < 20.10); see sources/cgroupfs.py
 import logging
 import threading
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 log = logging.getLogger("tick_exporter.docker")
@@ -51,6 +52,7 @@ class DockerSource:
         self._closing = threading.Event()
         self._watcher: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._listing: Future | None = None  # the listing in flight, shared by concurrent callers
 
     def _connect(self):
         # The memory and DNS collectors list containers from two threads at once: one
@@ -65,8 +67,25 @@ class DockerSource:
             return self.client
 
     def list_containers(self) -> list[ContainerInfo]:
-        """Running containers, with `docker inspect` detail (one call each)."""
-        return [container_info(attrs) for attrs in self._connect().containers()]
+        """Running containers, with `docker inspect` detail (one call each).
+
+        The memory and DNS collectors ask at the same moment of each sample: a call
+        made while another is in flight waits for that one's answer instead of making
+        1 + N more requests. A call after it has finished always lists afresh."""
+        with self._lock:
+            flight, leader = self._listing, self._listing is None
+            if leader:
+                flight = self._listing = Future()
+        if not leader:
+            return flight.result()
+        try:
+            flight.set_result([container_info(attrs) for attrs in self._connect().containers()])
+        except BaseException as err:
+            flight.set_exception(err)
+        finally:
+            with self._lock:
+                self._listing = None
+        return flight.result()
 
     def drain_events(self) -> list[ContainerEvent]:
         drained = []
