@@ -70,6 +70,31 @@ class Scenario:
             assert time.monotonic() < deadline, f"the agent wrote no {what}"
             time.sleep(0.2)
 
+    def oom_kills(self, container: str) -> list[int]:
+        """The oom_kills the agent wrote for `container`, oldest first."""
+        q = f'SELECT "oom_kills" FROM "container_memory" WHERE "container" = \'{container}\''
+        return [row["oom_kills"] for row in self.influxdb.rows(q, self.db)]
+
+    def oom_kill(self, container: str, timeout: float = 10) -> None:
+        """OOM-kill a shell in `container` after the agent has sampled it, and wait until
+        the agent has written the increase of oom_kills: the dashboards and alerts look
+        for an increase between two samples, so neither side of it may be missing."""
+        deadline = time.monotonic() + timeout
+        while not self.oom_kills(container):
+            assert time.monotonic() < deadline, f"the agent wrote no container_memory for {container}"
+            time.sleep(0.2)
+        before = self.oom_kills(container)[-1]
+        tries = []
+        for _ in range(3):
+            cp = self.engine.docker("exec", container, "sh", "-c", HOG, check=False)
+            tries.append(f"exit {cp.returncode} {cp.stderr.strip()}")
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.oom_kills(container)[-1] > before:
+                    return
+                time.sleep(0.2)
+        raise AssertionError(f"{container}: oom_kills stayed {self.oom_kills(container)} after {tries}")
+
     # -- agents -----------------------------------------------------------------
 
     def config(self, name: str, hostname: str, *, timers: str | None = None, containers: bool = False,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_scenario import HOG, Scenario
+from tests.agent_scenario import Scenario
 from tests.metrics_schema import schema
 from tests.simple_yaml import parse as parse_provisioning
 
@@ -194,9 +194,8 @@ def filled(user_manager, influxdb, docker_engine, dnsmasq, tmp_path_factory):
         scenario.start_timers()
         scenario.start_agent("agent", main)
         scenario.start_agent("broken", broken)
-        scenario.wait_rows('SELECT last("oom_kills") FROM "container_memory"', "container_memory")
         # The OOM kill after the agent's first sample: an increase of oom_kills.
-        docker_engine.docker("exec", "graf-limited", "sh", "-c", HOG, check=False)
+        scenario.oom_kill("graf-limited")
         scenario.wait_ran("graf-stopped.service")  # graf-stopped ran: stop it, it will be missed
         user_manager.systemctl("stop", "graf-stopped.timer")
         stopped_at = time.time()
