@@ -29,7 +29,8 @@ def build_collectors(config: Config) -> list:
     docker = None
     if config.containers.enabled or config.dns.enabled:
         from .sources.docker_api import DockerSource
-        docker = DockerSource(config.containers.docker_host)
+        docker = DockerSource(config.containers.docker_host,
+                              resync_interval=config.containers.resync_interval)
     if config.containers.enabled:
         from .collectors.memory import ContainerMemoryCollector
         from .sources.cgroupfs import MemoryCgroups

@@ -188,6 +188,10 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "docker_host": (_str, "unix:///var/run/docker.sock"),
         "cgroup_root": (_str, "/sys/fs/cgroup"),  # the host's tree, mounted elsewhere in a container
         "proc_root": (_str, "/proc"),
+        # Between samples the containers are followed from Docker's events stream; every
+        # resync_interval (and whenever the stream reconnects) all are listed again.
+        # "0s": list and inspect every container each sample.
+        "resync_interval": (_duration, "10m"),
     },
     "host_memory": {
         "enabled": (_bool, False),
@@ -269,6 +273,7 @@ class ContainersConfig:
     docker_host: str
     cgroup_root: str
     proc_root: str
+    resync_interval: float
 
 
 @dataclass(frozen=True)

@@ -146,26 +146,3 @@ def test_an_engine_that_is_not_there_is_a_connection_error(tmp_path):
     assert "No such file or directory" in str(caught.value)
     with pytest.raises(ValueError, match="expected unix://PATH or tcp://HOST:PORT"):
         EngineAPI("ssh://pi")
-
-
-def test_concurrent_listings_share_one_request_set():
-    """The memory and DNS collectors list at the same moment of a sample: one set of
-    Engine API requests serves both; a later call lists afresh."""
-    class SlowClient:
-        calls = 0
-
-        def containers(self):
-            SlowClient.calls += 1
-            time.sleep(0.3)
-            return [{"Id": f"c{SlowClient.calls}", "Name": "/x"}]
-
-    source = DockerSource("unix:///nonexistent")
-    source.client, source._watcher = SlowClient(), threading.current_thread()  # no watcher
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(source.list_containers())) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert SlowClient.calls == 1 and results[0] == results[1] and results[0][0].id == "c1"
-    assert source.list_containers()[0].id == "c2" and SlowClient.calls == 2

@@ -80,6 +80,9 @@ class ContainerMemoryCollector:
         self.docker, self.cgroups, self.host = docker, cgroups, host
         self.state = state or StateFile(None)
         self.ledger = OomLedger(self.state)
+        # Where each container's cgroup is, by (id, PID): fixed while the container runs,
+        # and found again after a restart (a new PID). Saves a /proc read per container.
+        self._dirs: dict[tuple[str, int], str] = {}
 
     async def collect(self, now: Now) -> list[Point]:
         # A disabled memory controller raises here: an `exporter` point says why, and
@@ -90,14 +93,18 @@ class ContainerMemoryCollector:
         return self.points(containers, readings, self.docker.drain_events(), now)
 
     def _read_all(self, containers) -> dict:
-        readings = {}
+        readings, dirs = {}, {}
         for container in containers:
-            path = self.cgroups.container_dir(container.id, container.cgroup_parent, container.pid)
+            key = (container.id, container.pid)
+            path = self._dirs.get(key) or self.cgroups.container_dir(
+                container.id, container.cgroup_parent, container.pid)
             try:
                 if path:
                     readings[container.id] = self.cgroups.read(path)
+                    dirs[key] = path
             except OSError:  # removed while we read: no half point
                 continue
+        self._dirs = dirs
         return readings
 
     def points(self, containers, readings: dict, events, now: Now) -> list[Point]:

@@ -14,7 +14,7 @@ import json
 import socket
 import threading
 import urllib.parse
-from typing import Iterator
+from typing import Callable, Iterator
 
 # docker(1) and the SDK accept these forms for DOCKER_HOST (TLS is not supported here).
 SCHEMES = ("unix", "tcp", "http")
@@ -69,6 +69,22 @@ class EngineAPI:
             raise RuntimeError(f"Docker API GET {path}: HTTP {response.status}: {body[:300]}")
         return response
 
+    def running(self) -> list[dict]:
+        """The summaries of the running containers (`docker ps`), one request."""
+        conn = self._connection(self.timeout)
+        try:
+            return json.load(self._request(conn, "/containers/json"))
+        finally:
+            conn.close()
+
+    def inspect(self, container_id: str) -> dict:
+        """`docker inspect` of one container; NotFound once it has been removed."""
+        conn = self._connection(self.timeout)
+        try:
+            return json.load(self._request(conn, f"/containers/{container_id}/json"))
+        finally:
+            conn.close()
+
     def containers(self) -> list[dict]:
         """`docker inspect` of every running container; one removed between the list and
         its inspect is left out (it no longer runs), not an error."""
@@ -85,9 +101,11 @@ class EngineAPI:
         finally:
             conn.close()
 
-    def events(self, filters: dict[str, list[str]]) -> Iterator[dict]:
+    def events(self, filters: dict[str, list[str]],
+               on_subscribed: Callable[[], None] | None = None) -> Iterator[dict]:
         """The events stream (one JSON object per line) until close() or the daemon
-        goes away. No read timeout: the stream is idle between events."""
+        goes away. No read timeout: the stream is idle between events. on_subscribed
+        runs once the daemon has answered: from then on no event is missed."""
         conn = self._connection(None)
         with self._lock:
             if self._closed:
@@ -98,6 +116,8 @@ class EngineAPI:
             response = self._request(conn, f"/events?{query}")
             if self._closed:  # close() ran while we connected, before there was a socket
                 return
+            if on_subscribed is not None:
+                on_subscribed()
             while True:
                 line = response.readline()
                 if not line:
