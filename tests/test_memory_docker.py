@@ -30,6 +30,16 @@ def sample(collector):
     return {p.tags["container"]: p for p in asyncio.run(collector.collect(Now.read()))}
 
 
+def sample_until(collector, name, timeout=10):
+    """A sample that shows `name`: the source learns of a container started after its
+    events stream connected from that stream, a moment after `docker run` returns."""
+    deadline = time.monotonic() + timeout
+    while name not in (points := sample(collector)):
+        assert time.monotonic() < deadline, f"{name} never appeared"
+        time.sleep(0.1)
+    return points
+
+
 def cgroup_value(directory, name):
     return int((directory / name).read_text().split()[0])
 
@@ -88,7 +98,7 @@ def test_a_real_oom_kill_counts_once_even_when_the_container_is_gone(docker_engi
     # the same name again, alive this time: its point carries the total
     survivor = docker_engine.run("--name", name, "-m", "16m", image, "sleep", "300")
     try:
-        first = sample(collector)[name].fields["oom_kills"]
+        first = sample_until(collector, name)[name].fields["oom_kills"]
         second = sample(collector)[name].fields["oom_kills"]
         assert first == second == 1
     finally:
