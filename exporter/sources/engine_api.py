@@ -69,32 +69,29 @@ class EngineAPI:
             raise RuntimeError(f"Docker API GET {path}: HTTP {response.status}: {body[:300]}")
         return response
 
-    def running(self) -> list[dict]:
-        """The summaries of the running containers (`docker ps`), one request."""
-        conn = self._connection(self.timeout)
+    def _get(self, path: str, conn: http.client.HTTPConnection | None = None):
+        """One GET, its JSON body; on `conn` when given (kept open by the caller)."""
+        own = conn is None
+        conn = conn or self._connection(self.timeout)
         try:
-            return json.load(self._request(conn, "/containers/json"))
+            return json.load(self._request(conn, path))
         finally:
-            conn.close()
+            if own:
+                conn.close()
 
     def inspect(self, container_id: str) -> dict:
         """`docker inspect` of one container; NotFound once it has been removed."""
-        conn = self._connection(self.timeout)
-        try:
-            return json.load(self._request(conn, f"/containers/{container_id}/json"))
-        finally:
-            conn.close()
+        return self._get(f"/containers/{container_id}/json")
 
     def containers(self) -> list[dict]:
-        """`docker inspect` of every running container; one removed between the list and
-        its inspect is left out (it no longer runs), not an error."""
+        """`docker inspect` of every running container, on one connection; one removed
+        between the list and its inspect is left out (it no longer runs), not an error."""
         conn = self._connection(self.timeout)
         try:
-            listed = json.load(self._request(conn, "/containers/json"))
             inspected = []
-            for entry in listed:
+            for entry in self._get("/containers/json", conn):
                 try:
-                    inspected.append(json.load(self._request(conn, f"/containers/{entry['Id']}/json")))
+                    inspected.append(self._get(f"/containers/{entry['Id']}/json", conn))
                 except NotFound:
                     continue
             return inspected
