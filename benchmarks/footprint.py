@@ -17,8 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.timers import cpu_of, ensure_node_exporter, populate
-from tests.services import DockerEngine, UserManager, free_port, wait_until
+from benchmarks.timers import cpu_of, ensure_node_exporter, populate, start_node_exporter
+from tests.services import DockerEngine, UserManager, wait_until
 
 
 def rss_of(pid: int) -> int:
@@ -53,19 +53,12 @@ def main(timers: int, containers: int, interval: str, seconds: int) -> None:
                "TICK_EXPORTER_CONTAINERS_ENABLED": str(containers > 0).lower(),
                "TICK_EXPORTER_CONTAINERS_DOCKER_HOST": engine.host}
         out_path = Path(tmp) / "out.lp"
-        port = free_port()
         with open(out_path, "wb") as out, open(Path(tmp) / "agent.log", "wb") as log, \
                 open(Path(tmp) / "node_exporter.log", "wb") as ne_log:
             agent = subprocess.Popen(
                 [str(Path(sys.executable).parent / "tick-exporter"), "run", "--output", "stdout"],
                 env=env, stdout=out, stderr=log)
-            ne = subprocess.Popen(
-                [node_exporter, "--collector.disable-defaults", "--collector.systemd",
-                 f"--web.listen-address=127.0.0.1:{port}"],
-                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                     "DBUS_SYSTEM_BUS_ADDRESS": manager.bus_address},
-                stdout=ne_log, stderr=subprocess.STDOUT)
-            url = f"http://127.0.0.1:{port}/metrics"
+            ne, url = start_node_exporter(node_exporter, manager, ne_log)
             try:
                 def scrape() -> bool:
                     try:

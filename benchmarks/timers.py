@@ -176,16 +176,22 @@ async def ours(manager: UserManager, count: int, rounds: int, meter: Meter) -> d
     return results
 
 
-def node_exporter(binary: str, manager: UserManager, count: int, rounds: int, systemd: int) -> dict:
+def start_node_exporter(binary: str, manager: UserManager, log) -> tuple[subprocess.Popen, str]:
+    """node_exporter with only its systemd collector, on the user manager's bus (it
+    reads DBUS_SYSTEM_BUS_ADDRESS), on a loopback port; (process, metrics URL)."""
     port = free_port()
-    log = open(manager.root / "node_exporter.log", "wb")
     proc = subprocess.Popen(
         [binary, "--collector.disable-defaults", "--collector.systemd",
          f"--web.listen-address=127.0.0.1:{port}"],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
              "DBUS_SYSTEM_BUS_ADDRESS": manager.bus_address},
         stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/metrics"
+    return proc, f"http://127.0.0.1:{port}/metrics"
+
+
+def node_exporter(binary: str, manager: UserManager, count: int, rounds: int, systemd: int) -> dict:
+    log = open(manager.root / "node_exporter.log", "wb")
+    proc, url = start_node_exporter(binary, manager, log)
     try:
         def scrape() -> str:
             with urllib.request.urlopen(url, timeout=120) as response:

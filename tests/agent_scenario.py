@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.services import wait_until
+
 EVERY_5S = "[Timer]\nOnCalendar=*:*:0/5\nAccuracySec=1s\n"
 # A shell that fills a 32 MiB container (no swap) and is OOM-killed; PID 1 lives on.
 HOG = "x=$(head -c 200000000 /dev/zero | tr '\\000' a)"
@@ -79,20 +81,17 @@ class Scenario:
         """OOM-kill a shell in `container` after the agent has sampled it, and wait until
         the agent has written the increase of oom_kills: the dashboards and alerts look
         for an increase between two samples, so neither side of it may be missing."""
-        deadline = time.monotonic() + timeout
-        while not self.oom_kills(container):
-            assert time.monotonic() < deadline, f"the agent wrote no container_memory for {container}"
-            time.sleep(0.2)
-        before = self.oom_kills(container)[-1]
+        before = wait_until(lambda: self.oom_kills(container), timeout, 0.2,
+                            f"the agent's container_memory for {container}")[-1]
         tries = []
         for _ in range(3):
             cp = self.engine.docker("exec", container, "sh", "-c", HOG, check=False)
             tries.append(f"exit {cp.returncode} {cp.stderr.strip()}")
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.oom_kills(container)[-1] > before:
-                    return
-                time.sleep(0.2)
+            try:
+                wait_until(lambda: self.oom_kills(container)[-1] > before, timeout, 0.2)
+                return
+            except TimeoutError:
+                continue
         raise AssertionError(f"{container}: oom_kills stayed {self.oom_kills(container)} after {tries}")
 
     # -- agents -----------------------------------------------------------------

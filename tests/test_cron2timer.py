@@ -33,6 +33,8 @@ from croniter import croniter
 from exporter.cron2timer import convert
 from exporter.cron2timer.command import unit_files
 
+from tests.services import wait_until
+
 CORPUS = Path(__file__).parent / "fixtures" / "crontab"
 USER_COLUMN = {"etc-crontab"}
 BASES = [datetime(2026, 11, 26, 0, 13, tzinfo=timezone.utc),
@@ -294,15 +296,6 @@ def cli(*args, stdin=None):
                           capture_output=True, text=True, timeout=60)
 
 
-def wait_for(predicate, timeout=30.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def install(user_manager, output_dir: Path) -> list[str]:
     names = sorted(p.name for p in output_dir.iterdir())
     for name in names:
@@ -328,7 +321,7 @@ def test_a_converted_minutely_entry_runs_in_the_user_manager(user_manager, tmp_p
         # and it runs: the service by hand now, the timer at the minute
         user_manager.systemctl("start", "c2t-live-echo-hi.service")
         assert out.read_text() == "hi\n"
-        wait_for(lambda: out.read_text().count("hi") >= 2, timeout=75, what="the timer to fire")
+        wait_until(lambda: out.read_text().count("hi") >= 2, timeout=75, message="the timer to fire")
         assert out.read_text() == "hi\nhi\n"
         shown = user_manager.show("c2t-live-echo-hi.service", ["Result", "ExecMainStatus"])
         assert shown == {"Result": "success", "ExecMainStatus": "0"}
@@ -357,7 +350,7 @@ def test_the_shell_gets_exactly_what_cron_would_give_it(user_manager, tmp_path):
     from exporter.cron2timer.parse import parse_crontab
     (entry,) = parse_crontab(crontab).entries
     systemd_output = out.read_text()
-    wait_for(bg.exists, timeout=10, what="the background job (cron never kills it)")
+    wait_until(bg.exists, timeout=10, message="the background job (cron never kills it)")
     out.unlink()
     bg.unlink()
     env = {"PATH": "/usr/bin:/bin", "SHELL": "/bin/sh", **dict(entry.env)}
@@ -401,7 +394,7 @@ def test_reboot_and_day_or_timers_in_the_manager(user_manager, tmp_path):
     assert user_manager.show(boot, ["TimersMonotonic"])["TimersMonotonic"].startswith("{ OnBootUSec=0 ;")
     user_manager.systemctl("start", boot)
     try:
-        wait_for(booted.exists, timeout=15, what="the @reboot job")
+        wait_until(booted.exists, timeout=15, message="the @reboot job")
         assert booted.read_text() == "booted\n"
     finally:
         user_manager.systemctl("stop", boot, check=False)

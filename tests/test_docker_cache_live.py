@@ -3,24 +3,19 @@ stops, kills, restarts, renames, removals and short-lived `--rm` containers, the
 DockerSource keeps from the events stream equals a fresh `docker ps` + `docker inspect`
 of every container, field by field, and it got there without listing again."""
 
-import time
-
 from exporter.sources.docker_api import DockerSource, container_info
 from exporter.sources.engine_api import EngineAPI
+from tests.services import wait_until
 
 
 def by_id(infos):
     return {info.id: info for info in infos}
 
 
-def wait_for(source, cid, timeout=20):
+def wait_for(source, cid):
     """Until the view shows `cid`: events arrive in order, so every earlier one is in."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cid in by_id(source.list_containers()):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the events stream never announced {cid}")
+    wait_until(lambda: cid in by_id(source.list_containers()), 20,
+               message=f"the events stream to announce {cid}")
 
 
 def test_the_cached_view_equals_a_fresh_listing_after_a_storm(docker_engine):
@@ -34,11 +29,9 @@ def test_the_cached_view_equals_a_fresh_listing_after_a_storm(docker_engine):
     try:
         keep, stop, kill, restart, rename, remove = (run(f"cache-{n}") for n in
                                                      ("keep", "stop", "kill", "restart", "rename", "remove"))
-        deadline = time.monotonic() + 20
-        while not source._subscribed:  # the first call starts the watcher
-            source.list_containers()
-            assert time.monotonic() < deadline, "the events stream never connected"
-            time.sleep(0.1)
+        # The first call starts the watcher.
+        wait_until(lambda: source.list_containers() is not None and source._subscribed, 20,
+                   message="the events stream to connect")
         source.list_containers()  # the full listing after the stream connected
         listed_at = source._listed_at
         before = {c: container_info(engine.api("GET", f"/containers/{c}/json")[1]).pid for c in (restart,)}

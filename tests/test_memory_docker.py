@@ -13,6 +13,7 @@ from exporter.collectors.memory import ContainerMemoryCollector
 from exporter.sources.cgroupfs import MemoryCgroups
 from exporter.sources.docker_api import DockerSource
 from exporter.state import StateFile
+from tests.services import wait_until
 
 # Allocates 64 MiB of anonymous memory in busybox: a shell variable that big.
 ALLOCATE_64M = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); sleep 30"
@@ -33,11 +34,10 @@ def sample(collector):
 def sample_until(collector, name, timeout=10):
     """A sample that shows `name`: the source learns of a container started after its
     events stream connected from that stream, a moment after `docker run` returns."""
-    deadline = time.monotonic() + timeout
-    while name not in (points := sample(collector)):
-        assert time.monotonic() < deadline, f"{name} never appeared"
-        time.sleep(0.1)
-    return points
+    def showing():
+        points = sample(collector)
+        return points if name in points else None
+    return wait_until(showing, timeout, message=f"{name} to appear")
 
 
 def cgroup_value(directory, name):

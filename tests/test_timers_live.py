@@ -16,6 +16,8 @@ from exporter.collectors.timers import TimersCollector
 from exporter.config import load_config
 from exporter.sources.systemd_dbus import SystemdBus
 
+from tests.services import wait_until
+
 EVERY_5S = "OnCalendar=*:*:0/5\nAccuracySec=1s\n"
 SCENARIOS = {
     # timer name: (service ExecStart, [Timer] settings)
@@ -34,15 +36,6 @@ def service_of(timer: str) -> str:
     return timer.removesuffix(".timer") + ".service"
 
 
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def scenarios(user_manager):
     for timer, (exec_start, timer_settings) in SCENARIOS.items():
@@ -58,11 +51,11 @@ def scenarios(user_manager):
 
     for timer in SCENARIOS:
         if timer != "live-never.timer":
-            wait_for(has_run(timer), what=f"{timer} to fire")
-    wait_for(lambda: user_manager.show(service_of("live-fail.timer"), ["Result"])["Result"]
-             == "exit-code", what="live-fail to fail")
-    wait_for(lambda: user_manager.show(service_of("live-killed.timer"), ["Result"])["Result"]
-             == "signal", what="live-killed to be killed")
+            wait_until(has_run(timer), timeout=20, message=f"{timer} to fire")
+    wait_until(lambda: user_manager.show(service_of("live-fail.timer"), ["Result"])["Result"]
+               == "exit-code", timeout=20, message="live-fail to fail")
+    wait_until(lambda: user_manager.show(service_of("live-killed.timer"), ["Result"])["Result"]
+               == "signal", timeout=20, message="live-killed to be killed")
     user_manager.systemctl("stop", "live-stopped.timer")
     yield user_manager
     user_manager.systemctl("stop", *SCENARIOS, check=False)

@@ -12,6 +12,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from .engine_api import EngineAPI, NotFound
+
 log = logging.getLogger("tick_exporter.docker")
 
 
@@ -81,7 +83,6 @@ class DockerSource:
         # client and one events watcher between them, or every event counts twice.
         with self._lock:
             if self.client is None:
-                from .engine_api import EngineAPI  # only when a container collector is enabled
                 self.client = EngineAPI(self.docker_host, self.timeout)
             if self._watcher is None:
                 self._watcher = threading.Thread(target=self._watch, name="docker-events", daemon=True)
@@ -121,7 +122,6 @@ class DockerSource:
 
     @staticmethod
     def _reinspect(client, running: dict, container_id: str) -> None:
-        from .engine_api import NotFound
         try:
             attrs = client.inspect(container_id)
         except NotFound:  # removed since the event
