@@ -14,11 +14,15 @@ import time
 from . import __version__, selfstats
 from .clock import Now
 from .point import Point, to_line_protocol
+from .redact import redact
 
 log = logging.getLogger("tick_exporter")
 
 
 def self_point(host: str, component: str, now: Now, fields: dict) -> Point:
+    # Error texts come from sources and servers (a URL, an HTTP answer): the one place
+    # where they become data, so the one place they are redacted (exporter.redact).
+    fields = {k: redact(v) if isinstance(v, str) else v for k, v in fields.items()}
     return Point("exporter", {"host": host, "component": component}, fields, now.time_ns)
 
 

@@ -12,6 +12,7 @@ import sys
 
 from . import __version__, logs
 from .config import CONFIG_FILE_ENV, Config, ConfigError, load_config
+from .redact import redact
 
 log = logging.getLogger("tick_exporter")
 EXIT_CONFIG = 2
@@ -108,14 +109,14 @@ async def _status(config: Config, as_json: bool) -> int:
     finally:
         await agent.close()
     if as_json:
-        print(status.render_json(points, now.realtime_us / 1e6))
+        print(redact(status.render_json(points, now.realtime_us / 1e6)))
     else:
         sections = [status.render_table(points, now.realtime_us / 1e6, status.should_color(sys.stdout),
                                         local_zone(config.timers.timezone)),
                     status.render_containers(points), status.render_dns(points),
                     status.dns_remedy(points),
                     "\n".join(f"problem: {line}" for line in status.problems(points))]
-        print("\n\n".join(section for section in sections if section))
+        print(redact("\n\n".join(section for section in sections if section)))
     # A source that could not be read is not "everything healthy".
     return status.exit_code(points)
 
@@ -182,6 +183,22 @@ async def stdin_lines(stop: asyncio.Event):
         stopping.cancel()
 
 
+def warn_if_secret_readable(config: Config) -> None:
+    """A config file that holds a secret and that other users can read: said once at
+    start, with the fix (as ssh does for a private key)."""
+    influx = config.influxdb
+    if config.source == "(defaults)" or not (influx.password or influx.token):
+        return
+    try:
+        mode = os.stat(config.source).st_mode
+    except OSError:
+        return
+    if mode & 0o044:
+        log.warning("%s holds a secret (output.influxdb password or token) and other users can "
+                    "read it (mode %04o); fix: chmod 600 %s", config.source, mode & 0o7777,
+                    config.source)
+
+
 def _load(path: str | None, outputs: list[str] | None) -> Config:
     """outputs: None when the command writes nowhere but stdout."""
     config = load_config(path)
@@ -238,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in err.problems:
             print(f"config error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    warn_if_secret_readable(config)
     if args.command == "check-config":
         print(f"{config.source}: configuration is valid")
         return 0

@@ -15,6 +15,7 @@ from fnmatch import fnmatchcase
 from typing import Any, Callable
 from urllib.parse import urlparse
 
+from . import redact
 from .durations import parse_duration
 
 ENV_PREFIX = "TICK_EXPORTER_"
@@ -156,8 +157,8 @@ def _bus(value: Any) -> str:
 
 def _url(value: Any) -> str:
     parsed = urlparse(_str(value))
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ValueError(f"{_show(value)} is not an http(s) URL")
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{redact.redact(_show(value))} is not an http(s) URL")
     return value.rstrip("/")
 
 
@@ -412,6 +413,47 @@ def _cross_checks(sections: dict[str, dict[str, Any]], problems: list[str]) -> N
         problems.append("output.influxdb.password: set without output.influxdb.username")
 
 
+def _credentials_from_url(influx: dict[str, Any], problems: list[str]) -> None:
+    """`url = "http://user:password@host:8086"` works as username + password (v1 basic
+    auth; with api = "v2" the `user:password` token of InfluxDB 1.8+), as many tools
+    take it. Both in the URL and in the keys is ambiguous: refused."""
+    url = influx.get("url")
+    if not isinstance(url, str):
+        return
+    bare, user, password = redact.split_userinfo(url)
+    if user is None:
+        return
+    redact.register(password or "", basic_user=user)
+    if influx.get("username") or influx.get("token"):
+        problems.append("output.influxdb.url: holds credentials (user:password@) and "
+                        "output.influxdb.username or output.influxdb.token is set too; "
+                        "keep them in output.influxdb.username and output.influxdb.password "
+                        "(or output.influxdb.token) only")
+        return
+    if not user:
+        problems.append("output.influxdb.url: has an empty user name before '@'; set "
+                        "output.influxdb.username and output.influxdb.password instead")
+        return
+    influx.update(url=bare, username=user, password=password or "")
+
+
+# Keys whose values are secrets: registered for redaction before any message is made.
+SECRET_KEYS = (("output.influxdb", "password"), ("output.influxdb", "token"))
+
+
+def _register_secrets(raw: dict[tuple[str, str], Any]) -> None:
+    user = raw.get(("output.influxdb", "username"))
+    for key in SECRET_KEYS:
+        value = raw.get(key)
+        if isinstance(value, str):
+            redact.register(value, basic_user=user if isinstance(user, str) else "")
+    url = raw.get(("output.influxdb", "url"))
+    if isinstance(url, str):
+        _bare, url_user, url_password = redact.split_userinfo(url)
+        if url_password:
+            redact.register(url_password, basic_user=url_user or "")
+
+
 def load_config(path: str | None = None, environ: dict[str, str] | None = None) -> Config:
     """Read, override from the environment and validate; ConfigError lists every problem."""
     environ = os.environ if environ is None else environ
@@ -420,6 +462,7 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
     env, env_problems = _env_overrides(dict(environ))
     problems += env_problems
     raw.update(env)
+    _register_secrets(raw)
 
     sections: dict[str, dict[str, Any]] = {}
     for section, keys in SCHEMA.items():
@@ -430,9 +473,10 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
                 sections[section][key] = parse(value)
             except ValueError as err:
                 problems.append(f"{section}.{key}: {err}")
+    _credentials_from_url(sections["output.influxdb"], problems)
     _cross_checks(sections, problems)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([redact.redact(problem) for problem in problems])
 
     agent = sections["agent"]
     agent["hostname"] = agent["hostname"] or socket.gethostname()

@@ -19,6 +19,7 @@ import random
 import time
 
 from .outputs import OutputError
+from .redact import redact
 
 log = logging.getLogger("tick_exporter.delivery")
 
@@ -139,7 +140,7 @@ class DeliveryWorker:
             os.makedirs(os.path.dirname(self.rejected_path) or ".", exist_ok=True)
             with open(self.rejected_path, "a", encoding="utf-8") as handle:
                 handle.write(f"# {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} "
-                             f"{' '.join(str(error).split())}\n{line}")
+                             f"{redact(' '.join(str(error).split()))}\n{line}")
         except OSError as err:
             log.error("cannot keep the rejected line in %s: %s", self.rejected_path, err)
 

@@ -4,6 +4,9 @@ import json
 import logging
 import sys
 import time
+import traceback
+
+from .redact import redact
 
 
 def _utc(record: logging.LogRecord) -> str:
@@ -16,16 +19,16 @@ class PlainFormatter(logging.Formatter):
         if record.exc_info:
             message += " " + self.formatException(record.exc_info)
         # One event, one line: a newline inside a unit name or an error text is escaped.
-        message = message.replace("\\", "\\\\").replace("\n", "\\n")
+        message = redact(message).replace("\\", "\\\\").replace("\n", "\\n")
         return f"{_utc(record)} {record.levelname.lower()} {record.name}: {message}"
 
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         event = {"time": _utc(record), "level": record.levelname.lower(),
-                 "logger": record.name, "msg": record.getMessage()}
+                 "logger": record.name, "msg": redact(record.getMessage())}
         if record.exc_info:
-            event["exception"] = self.formatException(record.exc_info)
+            event["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(event, ensure_ascii=False)
 
 
@@ -35,3 +38,9 @@ def setup(fmt: str = "plain", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    sys.excepthook = _redacted_excepthook
+
+
+def _redacted_excepthook(kind, value, tb) -> None:
+    """A traceback that escapes every handler is printed redacted too."""
+    sys.stderr.write(redact("".join(traceback.format_exception(kind, value, tb))))

@@ -13,6 +13,7 @@ import sys
 from ..clock import Now
 from ..config import Config
 from ..point import Point
+from ..redact import redact
 from . import Finding, Report, exit_code, render_json, render_text
 from . import dns as dns_checks
 from . import host as host_checks
@@ -155,9 +156,10 @@ async def command(config: Config, topic: str | None, as_json: bool, out=None) ->
     out = out or sys.stdout
     report, points = await diagnose(config, topic)
     if as_json:
-        print(render_json(report.findings), file=out)
+        text = render_json(report.findings)
     elif topic == "dns":
-        print(dns_context(points) + "\n\n" + render_text(report), file=out)
+        text = dns_context(points) + "\n\n" + render_text(report)
     else:
-        print(render_text(report), file=out)
+        text = render_text(report)
+    print(redact(text), file=out)  # findings quote error texts of sources (exporter.redact)
     return exit_code(report.findings)
