@@ -292,3 +292,16 @@ def test_v2_token_key_is_redacted_too(tmp_path):
         texts = out + err + every_command(config)
         for form in (token, quote(token, safe=""), base64.b64encode(token.encode()).decode()):
             assert form not in texts
+
+
+def test_alert_handler_secrets_are_given_to_kapacitor_alone():
+    """Slack and SMTP settings live in the compose environment: only the kapacitor
+    service gets them, so no agent or other service can log them."""
+    import yaml
+    compose = yaml.safe_load((Path(__file__).parents[1] / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        environment = service.get("environment") or {}
+        keys = environment if isinstance(environment, dict) else [e.split("=")[0] for e in environment]
+        handler_keys = [k for k in keys if "SLACK" in k or "SMTP" in k]
+        assert not handler_keys or name == "kapacitor", (name, handler_keys)
+        assert "env_file" not in service, name  # a whole .env would carry them too

@@ -18,6 +18,7 @@ dbus-fast's socket writer raised BlockingIOError on this project's test machine.
 """
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ UNSIGNALED_SERVICE_PROPERTIES = ("MemoryCurrent", "MemoryPeak")
 OPTIONAL_SERVICE_PROPERTIES = {"MemoryPeak"}  # systemd >= 254
 UNKNOWN_PROPERTY = "org.freedesktop.DBus.Error.UnknownProperty"
 UNIT_PATH_PREFIX = MANAGER_PATH + "/unit/"
+log = logging.getLogger("tick_exporter.systemd")
 
 # Service ActiveStates that mean the job is in progress. A oneshot service is
 # "activating" for its whole run; a simple service is "active"/"running".
@@ -164,6 +166,38 @@ def run_from(properties: dict[str, Any]) -> RunRecord | None:
                      properties["Result"])
 
 
+# What a socket write fails with once the daemon is gone or dbus-fast has closed the
+# socket (EPIPE, ECONNRESET, EBADF): all OSError.
+_ORPHANED_WRITE_ERRORS = (OSError,)
+
+
+def _quiet_orphaned_write_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """When the bus daemon goes away with calls in flight, dbus-fast (5.x) sets the
+    socket error on the future of each message it was writing, a future its own
+    BaseMessageBus._call() discards (it keeps only the reply handler). asyncio then
+    logs "Future exception was never retrieved" with a traceback per call. Every call's
+    own reply fails with the same error through _finalize(), and that one is reported
+    (the collector's one line per failed sample), so these orphans carry nothing new:
+    logged at debug level. Any other unretrieved exception keeps the loop's handler."""
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_orphaned_writes", False):
+        return
+
+    def handler(loop, context):
+        if (context.get("message", "").startswith("Future exception was never retrieved")
+                and isinstance(context.get("exception"), _ORPHANED_WRITE_ERRORS)):
+            log.debug("D-Bus write failed on a connection being torn down: %s",
+                      context["exception"])
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.quiets_orphaned_writes = True
+    loop.set_exception_handler(handler)
+
+
 def _unwrap(value: Any) -> Any:
     if isinstance(value, Variant):
         return _unwrap(value.value)
@@ -203,6 +237,7 @@ class SystemdBus:
 
     async def _connection(self) -> MessageBus:
         if self._bus is None or not self._bus.connected:
+            _quiet_orphaned_write_errors(asyncio.get_running_loop())
             try:
                 self._bus = await MessageBus(bus_address=self.address).connect()
             except (OSError, EOFError) as err:
@@ -342,6 +377,14 @@ class SystemdBus:
                 await self._full_read()
             else:
                 await self._refresh()
+        except (OSError, EOFError) as err:
+            # The bus daemon or the manager went away with calls in flight (dbus-fast
+            # fails them with the socket's error): one clear reason, and the next
+            # sample connects again.
+            self._synced_at = None
+            reason = getattr(err, "strerror", None) or str(err) or "the bus closed the connection"
+            raise ConnectionError(f"lost the D-Bus connection to {self.address} ({reason}); "
+                                  "reconnecting at the next sample") from err
         except BaseException:
             self._synced_at = None  # what changed may be half read: start afresh
             raise
