@@ -36,6 +36,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import tarfile
@@ -55,7 +56,10 @@ INFLUXD = "/usr/bin/influxd"
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
 
 # Loopback only, and never through a proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# The helpers talk to servers the tests made, over TLS too (certificates of a test CA):
+# they do not verify; verifying is what the agent under test must do.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                      urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
 
 
 # ---------------------------------------------------------------------------
@@ -326,14 +330,16 @@ class InfluxDB1(_Service):
         auth_enabled: bool = False,
         admin_user: str = "admin",
         admin_password: str = "admin-secret",
+        tls: tuple[str, str] | None = None,
         start_timeout: float = START_TIMEOUT,
     ):
         super().__init__(start_timeout)
         self.auth_enabled = auth_enabled
+        self.tls = tls  # (certificate file, key file): HTTPS only
         self.admin_user = admin_user
         self.admin_password = admin_password
         self.port, self.rpc_port = free_ports(2)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.config_path = self.root / "influxdb.conf"
         self._admin_created = False
         self._write_config()
@@ -366,6 +372,9 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   auth-enabled = {"true" if self.auth_enabled else "false"}
   log-enabled = false
   unix-socket-enabled = false
+  https-enabled = {"true" if self.tls else "false"}
+  https-certificate = "{self.tls[0] if self.tls else ""}"
+  https-private-key = "{self.tls[1] if self.tls else ""}"
 
 [monitor]
   store-enabled = false
