@@ -1143,16 +1143,24 @@ def has_forward_chain(saved: str) -> bool:
     return any(line.startswith(":FORWARD ") for line in filter_table_lines(saved))
 
 
+def forward_rule_bridge(line: str) -> str | None:
+    """The bridge an iptables-save rule line is tagged with; None for any other rule."""
+    if FORWARD_RULE_TAG not in line:
+        return None
+    args = shlex.split(line)
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--comment" and args[i + 1].startswith(FORWARD_RULE_TAG):
+            return args[i + 1][len(FORWARD_RULE_TAG):]
+    return None
+
+
 def tagged_forward_rules(saved: str) -> list[tuple[str, list[str]]]:
     """(bridge, iptables-save args) of every FORWARD rule tagged as an engine's."""
     found = []
     for line in filter_table_lines(saved):
-        if not line.startswith("-A FORWARD ") or FORWARD_RULE_TAG not in line:
-            continue
-        args = shlex.split(line)
-        for i, arg in enumerate(args[:-1]):
-            if arg == "--comment" and args[i + 1].startswith(FORWARD_RULE_TAG):
-                found.append((args[i + 1][len(FORWARD_RULE_TAG):], args))
+        bridge = forward_rule_bridge(line) if line.startswith("-A FORWARD ") else None
+        if bridge is not None:
+            found.append((bridge, shlex.split(line)))
     return found
 
 
@@ -1403,7 +1411,8 @@ class DockerEngine(_Service):
     container and user-defined network first (a stopping dockerd would
     otherwise wait 10 s for each container that ignores SIGTERM), then stops
     dockerd (which stops its containerd), kills whatever is left in the
-    daemon's and the containers' cgroups and removes the bridges and rules.
+    daemon's and the containers' cgroups and removes the bridges and rules
+    (routing, and its own in the host's FORWARD chain).
     ``start()`` again reuses the data root (images survive); ``close()``
     removes everything.
     """

@@ -40,15 +40,7 @@ def forward_rules(saved: str) -> list[str]:
     return [line for line in services.filter_table_lines(saved) if line.startswith("-A FORWARD ")]
 
 
-def tag_of(line: str) -> str | None:
-    """The bridge an engine's rule is tagged with, None for anything else."""
-    if services.FORWARD_RULE_TAG not in line:
-        return None
-    args = shlex.split(line)
-    for i, arg in enumerate(args[:-1]):
-        if arg == "--comment" and args[i + 1].startswith(services.FORWARD_RULE_TAG):
-            return args[i + 1][len(services.FORWARD_RULE_TAG):]
-    return None
+bridge_of = services.forward_rule_bridge  # the engine a rule line is tagged for, or None
 
 
 def host_rules(saved: str, own_bridge: str) -> list[str]:
@@ -59,7 +51,7 @@ def host_rules(saved: str, own_bridge: str) -> list[str]:
     for line in saved.splitlines():
         if line.startswith("#"):
             continue
-        tagged = tag_of(line)
+        tagged = bridge_of(line)
         if tagged is not None and tagged != own_bridge:
             continue
         lines.append(re.sub(r" \[\d+:\d+\]$", "", line))
@@ -109,11 +101,11 @@ def test_engine_leaves_the_hosts_iptables_as_it_found_them():
         e.docker("network", "create", "tick-fw-own")  # dockerd makes a br-<id> for it
         e.run("--network", "tick-fw-own", e.image(), "sleep", "300")
         during = services.iptables_save()
-        own = [line for line in forward_rules(during) if tag_of(line) == e.bridge]
+        own = [line for line in forward_rules(during) if bridge_of(line) == e.bridge]
         if services.has_forward_chain(before):
             # before any rule of the host's, scoped to the bridge and to the address pool
             rules = forward_rules(during)
-            first_hosts = next((i for i, line in enumerate(rules) if tag_of(line) is None), len(rules))
+            first_hosts = next((i for i, line in enumerate(rules) if bridge_of(line) is None), len(rules))
             assert len(own) == 2 and all(rules.index(line) < first_hosts for line in own)
             assert sorted(shlex.split(line)[2:6] for line in own) == sorted(
                 [["-i", e.bridge, "-o", e.bridge], ["-s", str(e.address_pool), "-d", str(e.address_pool)]])
@@ -166,10 +158,10 @@ def _in_netns(script: str) -> dict:
 def test_next_engine_reaps_the_rules_of_gone_engines_and_nothing_else():
     got = _in_netns(_REAP_IN_NETNS)
     made = forward_rules(got["made"])
-    assert sorted(tag_of(line) for line in made[:6]) == ["tick-brdead"] * 2 + ["tick-brgone"] * 2 + ["tick-brlive"] * 2
+    assert sorted(bridge_of(line) for line in made[:6]) == ["tick-brdead"] * 2 + ["tick-brgone"] * 2 + ["tick-brlive"] * 2
     assert made[6:] == forward_rules(got["host"])
     reaped = forward_rules(got["reaped"])
-    assert [tag_of(line) for line in reaped[:2]] == ["tick-brlive"] * 2
+    assert [bridge_of(line) for line in reaped[:2]] == ["tick-brlive"] * 2
     assert reaped[2:] == forward_rules(got["host"])
     assert forward_policy(got["reaped"]) == "DROP"
     assert "tick-brlive" in got["links"] and "tick-brdead" not in got["links"]
