@@ -315,3 +315,47 @@ def test_a_user_who_cannot_read_the_state_file_is_told_so(user_manager, backup_r
     timers = json.loads(shown.stdout)["timers"]
     assert [t["last_success"] for t in timers if t["timer"] == TIMER] == [backup_ran // 1_000_000 + 5]
     assert fingerprint(root_only_state) == before
+
+
+def test_a_sample_stdout_did_not_take_is_not_remembered(user_manager, backup_ran, tmp_path):
+    """`run --output stdout` whose reader went away (Telegraf stopped: EPIPE): the run it
+    could not print is not saved as written, so the next agent prints it."""
+    import asyncio
+
+    from exporter.agent import Agent
+    from exporter.collectors.timers import TimersCollector
+    from exporter.config import load_config
+    from exporter.outputs.stdout import StdoutOutput
+    from exporter.sources.systemd_dbus import SystemdBus
+    from exporter.state import StateFile
+
+    path = tmp_path / "state.json"
+    timers = load_config(None, {"TICK_EXPORTER_TIMERS_INCLUDE": TIMER}).timers
+
+    def sample_into(stream):
+        state = StateFile(str(path))
+        collector = TimersCollector(SystemdBus(user_manager.bus_address), timers, "pipe", state)
+        agent = Agent([collector], [StdoutOutput(stream)], "pipe", state=state)
+
+        async def once():
+            try:
+                now = agent.clock()
+                await agent.write(await agent.sample(now), now)
+            finally:
+                await collector.close()
+        asyncio.run(once())
+
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody reads: the write fails with EPIPE (Python ignores SIGPIPE)
+    gone = os.fdopen(writer, "w")
+    sample_into(gone)
+    with pytest.raises(BrokenPipeError):  # what the agent could not print is still buffered
+        gone.close()
+    assert not path.exists()
+
+    reader, writer = os.pipe()
+    with os.fdopen(writer, "w") as pipe, os.fdopen(reader) as printed:
+        sample_into(pipe)
+        pipe.close()
+        assert runs_at(parse(printed.read()), backup_ran)
+    assert remembered(path)["recorded_exit_us"] == backup_ran
