@@ -359,3 +359,56 @@ def test_a_sample_stdout_did_not_take_is_not_remembered(user_manager, backup_ran
         pipe.close()
         assert runs_at(parse(printed.read()), backup_ran)
     assert remembered(path)["recorded_exit_us"] == backup_ran
+
+
+def test_once_keeps_the_oom_kills_it_reads(docker_engine, private_state_file):
+    """The memory collector folds the OOM kills of containers that are gone into their
+    name's total in the state file; `once` shows that total and writes nothing back."""
+    container = docker_engine.run("--name", "look-oom", docker_engine.image(), "sleep", "300")
+    try:
+        private_state_file.parent.mkdir(parents=True, exist_ok=True)
+        # 2 kills of earlier look-oom containers, and 1 of one that the service saw die
+        # and has not folded in yet (it is not running any more).
+        private_state_file.write_text(json.dumps({"version": 1, "timers": {}, "oom_kills": {
+            "look-oom": {"before": 2, "ids": {"0" * 64: [1, 1]}}}}))
+        before = fingerprint(private_state_file)
+        env = {**os.environ, "TICK_EXPORTER_TIMERS_ENABLED": "false",
+               "TICK_EXPORTER_CONTAINERS_ENABLED": "true",
+               "TICK_EXPORTER_CONTAINERS_DOCKER_HOST": docker_engine.host}
+
+        def shown():
+            looked = command(env, "once")
+            assert looked.returncode == 0, looked.stderr
+            return [p for p in parse(looked.stdout) if p.measurement == "container_memory"
+                    and p.tags["container"] == "look-oom"]
+        (point,) = wait_until(shown, timeout=30, interval=0.5, message="look-oom in once's output")
+        assert point.fields["oom_kills"] == 3
+        assert fingerprint(private_state_file) == before
+    finally:
+        docker_engine.remove(container)
+
+
+def test_run_never_replaces_a_state_file_it_cannot_read(user_manager, root_only_state):
+    """`run` started as the wrong user, in a directory it may write: the service's file
+    it cannot read is left as it is (replacing it would throw the memory away)."""
+    root_only_state.parent.chmod(0o777)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICK_EXPORTER_")}
+    env.update(HOME="/", TICK_EXPORTER_AGENT_STATE_PATH=str(root_only_state),
+               TICK_EXPORTER_AGENT_INTERVAL="1s", TICK_EXPORTER_TIMERS_BUS=user_manager.bus_address,
+               TICK_EXPORTER_TIMERS_INCLUDE=TIMER)
+    before = fingerprint(root_only_state)
+    proc = subprocess.Popen(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                             sys.executable, "-m", "exporter", "run", "--output", "stdout"],
+                            env=env, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    heartbeat = root_only_state.parent / "heartbeat.json"
+    try:
+        first = wait_until(lambda: heartbeat.exists() and json.loads(heartbeat.read_text())["sampled_at"],
+                           timeout=60, message="a sample of the agent run as nobody")
+        wait_until(lambda: json.loads(heartbeat.read_text())["sampled_at"] >= first + 2, timeout=60,
+                   message="two more samples")
+    finally:
+        _out, err = stop_run(proc)
+    assert f"cannot read state file {root_only_state} (Permission denied)" in err, err
+    assert "rebuild" not in err
+    assert fingerprint(root_only_state) == before
+    assert root_only_state.stat().st_uid == 0
