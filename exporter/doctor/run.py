@@ -47,7 +47,7 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
         snapshot = await asyncio.wait_for(source.read_timers(), READ_TIMEOUT)
         # The running agent's memory (last success, failure streak), read only.
         collector = TimersCollector(source, config.timers, config.agent.hostname,
-                                    StateFile(config.agent.state_path))
+                                    StateFile(config.agent.state_path, read_only=True))
         points = collector.points(snapshot, now)
         views = await asyncio.wait_for(
             timer_checks.read_views(source, snapshot, points, config.timers.wants), READ_TIMEOUT)
