@@ -45,6 +45,7 @@ class StateFile:
         #                      "ids": {container id: [kernel counter, oom events seen]}}
         self.oom_kills: dict[str, dict] = {}
         self._saved = ""
+        self._dumped: tuple | None = None  # (shape, text) of the last serialisation
         if path:
             self.load()
 
@@ -96,10 +97,20 @@ class StateFile:
                                  "ids": {i: [int(a), int(b)] for i, (a, b) in entry["ids"].items()}}
                           for name, entry in data.get("oom_kills", {}).items()}
 
+    def _shape(self) -> tuple:
+        """The memory's content as plain tuples: compared every sample, so that an
+        unchanged memory (the steady state) is never serialised again (issue 18)."""
+        return (tuple((name, tuple(memory.__dict__.values())) for name, memory in self.timers.items()),
+                repr(self.oom_kills))
+
     def _dump(self) -> str:
-        return json.dumps({"version": VERSION,
-                           "timers": {k: asdict(v) for k, v in sorted(self.timers.items())},
-                           "oom_kills": self.oom_kills}, indent=1, sort_keys=True)
+        shape = self._shape()
+        if self._dumped is None or self._dumped[0] != shape:
+            text = json.dumps({"version": VERSION,
+                               "timers": {k: asdict(v) for k, v in sorted(self.timers.items())},
+                               "oom_kills": self.oom_kills}, indent=1, sort_keys=True)
+            self._dumped = (shape, text)
+        return self._dumped[1]
 
     def snapshot(self) -> str:
         """The memory as it would be written now, to `save` later (exporter.agent)."""
