@@ -133,8 +133,16 @@ class ZoneFinder:
         return (f"systemd's next elapse of {check.spec!r} ({check.next_us // SECOND} unix s)"
                 f" matches no zone tried ({tried}): judged by systemd's next elapse")
 
+    def _surprising(self, failing: tuple) -> bool:
+        """A zone the agent would have used on its own (the override, its own zone) or
+        one ranked before the winner disagrees with systemd: worth a warning."""
+        names = {z.describe() for z in self.candidates[:self.candidates.index(self._winner)]}
+        names |= {z.describe() for z in self.candidates if z.source in ("config", "agent")}
+        return any(entry.rsplit(" ", 1)[0] in names for entry in failing)
+
     def _log(self, checks: list[Check], scores: list[int]) -> None:
-        """One line when the decision changes (not every sample, nor every elapse)."""
+        """One line when the decision changes (not every sample, nor every elapse): a
+        warning when a zone tried disagrees with systemd, else a debug line."""
         if checks:
             failing = tuple(f"{z.describe()} {n}/{len(checks)}"
                             for z, n in zip(self.candidates, scores) if n < len(checks))
@@ -154,12 +162,12 @@ class ZoneFinder:
                             "(tried %s); timers are judged by systemd's own next elapse",
                             where, tried)
             else:
-                log.info("OnCalendar of %s: no armed calendar timer to check a zone against; "
+                log.debug("OnCalendar of %s: no armed calendar timer to check a zone against; "
                          "using %s, unchecked (tried %s)", where, winner or "none", tried)
-        elif failing:
+        elif self._surprising(failing):
             log.warning("OnCalendar of %s is evaluated in %s, the zone that matches "
                         "systemd's next elapses (tried %s; agreeing with only some: %s)",
                         where, winner, tried, wrong)
         else:
-            log.info("OnCalendar of %s is evaluated in %s, which matches systemd's next "
+            log.debug("OnCalendar of %s is evaluated in %s, which matches systemd's next "
                      "elapses (tried %s)", where, winner, tried)

@@ -4,10 +4,11 @@ with systemd's own next elapses (exporter.schedule_zone), never by trusting one.
 
 In order (the first that agrees with systemd wins):
 - config: `[timers] timezone`, an explicit override, checked like the rest;
-- manager: TZ in the manager's `Environment` (org.freedesktop.systemd1.Manager). A user
-  manager copies its whole environment there at start; a system manager rarely has TZ.
-  `systemctl set-environment TZ=...` changes the property, not the manager's own zone:
-  that is why it is checked;
+- manager: TZ in the manager process's own environment (/proc/<manager pid>/environ,
+  what its C library reads), then TZ in the manager's `Environment` property
+  (org.freedesktop.systemd1.Manager): a user manager copies its whole environment there
+  at start; a system manager rarely has TZ. `systemctl set-environment TZ=...` changes
+  the property, not the manager's own zone: that is why every candidate is checked;
 - timedated: `Timezone` of org.freedesktop.timedate1 on the system bus (the host's
   /etc/localtime symlink), where timedated answers;
 - host: /etc/localtime of the manager's own root, through /proc/<manager pid>/root
@@ -83,10 +84,25 @@ def zone_from_localtime(path: str, source: str, root: str = "") -> Candidate | N
         zone = _zone_from_bytes(data)
     except (OSError, ValueError):
         return None
+    if name and target in _mount_points(root):
+        # A zone file bind-mounted over the link's target (Docker resolves the
+        # container's /etc/localtime symlink and mounts the host's file on the target):
+        # the link's name is not the zone's.
+        name = ""
     if not name:
         footer = _footer(data)
         name = f"{path} ({footer})" if footer else path
     return Candidate(name, source, zone)
+
+
+def _mount_points(root: str) -> set[str]:
+    """Mount points as the process whose root `root` is sees them (its mountinfo)."""
+    mountinfo = root[:-len("/root")] + "/mountinfo" if root.endswith("/root") else "/proc/self/mountinfo"
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as handle:
+            return {line.split(" ", 5)[4].replace("\\040", " ") for line in handle if line.count(" ") >= 5}
+    except OSError:
+        return set()
 
 
 def agent_candidate(environ=os.environ, localtime: str = "/etc/localtime") -> Candidate:
@@ -132,13 +148,26 @@ class ZoneSources:
         except Exception:  # noqa: BLE001 - the timers read reports bus errors itself
             tz, tzdir = "", ""
         root = f"{self.proc_root}/{pid}/root" if pid else ""
-        if tz:
+        own_tz, own_tzdir = self._process_tz(pid)
+        if own_tz:
+            found.append(zone_from_tz(own_tz, "manager", root, own_tzdir))
+        if tz and (tz, tzdir) != (own_tz, own_tzdir):
             found.append(zone_from_tz(tz, "manager", root, tzdir))
         found.append(await self._timedated())
         if root:
             found.append(zone_from_localtime("/etc/localtime", "host", root))
         found.append(agent_candidate(self.environ, self.localtime))
         return [c for c in found if c]
+
+    def _process_tz(self, pid: int) -> tuple[str, str]:
+        """(TZ, TZDIR) the manager process started with; ("", "") when unreadable
+        (another PID namespace, no CAP_SYS_PTRACE) or unset."""
+        try:
+            with open(f"{self.proc_root}/{pid}/environ", "rb") as handle:
+                entries = handle.read().decode(errors="replace").split("\0")
+        except OSError:
+            return "", ""
+        return tz_of(entries) if pid else ("", "")
 
     async def _timedated(self) -> Candidate | None:
         path = self.system_bus.removeprefix("unix:path=")
