@@ -17,7 +17,9 @@ manager's /etc/localtime, the agent's own); this module only judges them. No I/O
 import logging
 from dataclasses import dataclass, field
 
-from .schedule import ScheduleError, next_after
+from oncalendar import parse_tz
+
+from .schedule import ScheduleError, _normalise, next_after
 
 log = logging.getLogger("tick_exporter.timers")
 SECOND = 1_000_000
@@ -47,6 +49,13 @@ class Verdict:
     candidate: Candidate | None  # None: no zone agrees with systemd, judge by systemd's elapse
     checked: bool                # the zone gave systemd's own next elapses on this manager
     error: str = ""              # why no zone is used (None candidate)
+
+
+def names_zone(spec: str) -> bool:
+    """The spec carries its own zone (`... UTC`, `... Europe/Paris`): it says nothing
+    about the manager's."""
+    words = _normalise(spec)[0].split()
+    return len(words) > 1 and parse_tz(words[-1]) is not None
 
 
 def agrees(check: Check, zone) -> bool:

@@ -4,8 +4,10 @@ on fixture files and fake bus answers, and the collector's verdicts. The real ma
 tests/test_schedule_zone_live.py."""
 
 import asyncio
+import importlib.resources
 import logging
 import os
+import zoneinfo
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -13,13 +15,22 @@ from exporter.clock import Now
 from exporter.collectors.timers import TimersCollector
 from exporter.config import load_config
 from exporter.schedule import occurrences, to_usec
-from exporter.schedule_zone import Candidate, Check, ZoneFinder, agrees
+from exporter.schedule_zone import Candidate, Check, ZoneFinder, agrees, names_zone
 from exporter.sources.systemd_dbus import TimerRecord, TimersSnapshot, UnitRecord
 from exporter.sources.zones import (ZoneSources, agent_candidate, zone_from_localtime,
                                     zone_from_tz)
 
 PARIS, UTC, KOLKATA = ZoneInfo("Europe/Paris"), ZoneInfo("UTC"), ZoneInfo("Asia/Kolkata")
-ZONEINFO = "/usr/share/zoneinfo"
+
+
+def zone_bytes(key: str) -> bytes:
+    """A zone's TZif file, from the system's zoneinfo or the tzdata package (where
+    zoneinfo finds it: the armhf test image)."""
+    for directory in zoneinfo.TZPATH:
+        if os.path.isfile(os.path.join(directory, key)):
+            with open(os.path.join(directory, key), "rb") as handle:
+                return handle.read()
+    return importlib.resources.files("tzdata.zoneinfo").joinpath(key).read_bytes()
 
 
 def us(text: str, zone=timezone.utc) -> int:
@@ -42,6 +53,9 @@ def test_a_next_elapse_agrees_only_with_the_zone_it_was_computed_in():
     # A spec with its own zone agrees whatever the manager's is.
     own = Check("t", "*-*-* 04:00:00 UTC", us("2026-12-03 04:00"))
     assert agrees(own, PARIS) and agrees(own, UTC)
+    # ... so it is not used as evidence.
+    assert names_zone("*-*-* 04:00:00 UTC") and names_zone("Mon *-*-* 04:00:00 Europe/Paris")
+    assert not names_zone("*-*-* 04:00:00") and not names_zone("daily")
 
 
 def test_the_first_agreeing_candidate_wins_and_later_ones_do_not_matter():
@@ -121,14 +135,15 @@ def test_one_log_line_for_a_disagreement_not_one_per_sample(caplog):
 def test_tz_values_as_glibc_reads_them(tmp_path):
     assert zone_from_tz(":Europe/Paris", "manager").zone is PARIS
     assert zone_from_tz("Asia/Kolkata", "agent").zone is KOLKATA
-    path = f"{ZONEINFO}/America/New_York"
+    path = str(tmp_path / "New_York")
+    (tmp_path / "New_York").write_bytes(zone_bytes("America/New_York"))
     by_path = zone_from_tz(path, "manager")
     assert by_path.name == path
     assert by_path.zone.utcoffset(datetime(2026, 7, 1)) == ZoneInfo("America/New_York").utcoffset(
         datetime(2026, 7, 1))
     tzdir = tmp_path / "zones"
     tzdir.mkdir()
-    (tzdir / "Mine").write_bytes(open(f"{ZONEINFO}/Asia/Kolkata", "rb").read())
+    (tzdir / "Mine").write_bytes(zone_bytes("Asia/Kolkata"))
     assert zone_from_tz("Mine", "manager", tzdir=str(tzdir)).zone.utcoffset(
         datetime(2026, 1, 1)).total_seconds() == 5.5 * 3600
     # POSIX rule strings and unknown names are not read (the check would fail anyway).
@@ -142,7 +157,7 @@ def fake_root(tmp_path, link_target: str, zone_name: str, mounted=()):
     (root / "etc").mkdir(parents=True)
     target = root / link_target.lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(open(f"{ZONEINFO}/{zone_name}", "rb").read())
+    target.write_bytes(zone_bytes(zone_name))
     os.symlink(link_target, root / "etc" / "localtime")
     (tmp_path / "42" / "mountinfo").write_text("".join(
         f"{i} 1 0:1 / {point} rw - tmpfs none rw\n" for i, point in enumerate(("/",) + mounted)))
@@ -167,8 +182,10 @@ def test_a_zone_file_mounted_over_the_link_target_is_named_by_its_contents(tmp_p
 
 def test_the_agents_own_zone(tmp_path):
     assert agent_candidate({"TZ": "Asia/Kolkata"}).zone is KOLKATA
+    (tmp_path / "zoneinfo" / "Europe").mkdir(parents=True)
+    (tmp_path / "zoneinfo" / "Europe" / "Paris").write_bytes(zone_bytes("Europe/Paris"))
     localtime = tmp_path / "localtime"
-    os.symlink(f"{ZONEINFO}/Europe/Paris", localtime)
+    os.symlink(tmp_path / "zoneinfo" / "Europe" / "Paris", localtime)
     assert agent_candidate({}, str(localtime)).name == "Europe/Paris"
     missing = agent_candidate({}, str(tmp_path / "none"))
     assert (missing.name, missing.zone) == ("UTC", timezone.utc)

@@ -13,7 +13,7 @@ from ..config import TimersConfig
 from ..durations import format_timespan_usec
 from ..point import Point
 from ..schedule import ScheduleError
-from ..schedule_zone import Check, Verdict, ZoneFinder
+from ..schedule_zone import Check, Verdict, ZoneFinder, names_zone
 from ..sources.systemd_dbus import RUNNING_STATES, RunRecord, is_running, run_from  # noqa: F401
 from ..sources.zones import own_candidates
 from ..state import StateFile, TimerMemory
@@ -61,12 +61,12 @@ def calendar_checks(record, now: Now) -> list[Check]:
     """systemd's per-spec next elapses of an armed timer, to check a zone against. One
     already due is left out: systemd moves a passed elapse to the manager's start
     (timer_enter_waiting() in src/core/timer.c, for RandomizedDelaySec= at boot), so it
-    need not be an occurrence of the spec."""
+    need not be an occurrence of the spec. A spec naming its own zone proves nothing."""
     if record.timer.active_state != "active" or record.timer.sub_state != "waiting":
         return []
     return [Check(record.timer.name, spec, next_us)
             for _base, spec, next_us in record.timer.properties.get("TimersCalendar", [])
-            if is_set(next_us) and next_us > now.realtime_us]
+            if is_set(next_us) and next_us > now.realtime_us and not names_zone(spec)]
 
 
 def zone_fields(verdict: Verdict) -> dict:
