@@ -17,15 +17,15 @@ In order (the first that agrees with systemd wins):
 """
 
 import asyncio
+import io
 import os
 from datetime import timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..schedule_zone import Candidate
+from .systemd_dbus import bus_address
 
-SYSTEM_BUS = "unix:path=/run/dbus/system_bus_socket"
 TIMEDATED = "org.freedesktop.timedate1"
-ZONEINFO = "/usr/share/zoneinfo"
 _FILE_ZONES: dict[bytes, ZoneInfo] = {}
 
 
@@ -34,7 +34,6 @@ def _zone_from_bytes(data: bytes) -> ZoneInfo:
     keep working when the same file is read again."""
     zone = _FILE_ZONES.get(data)
     if zone is None:
-        import io
         zone = _FILE_ZONES[data] = ZoneInfo.from_file(io.BytesIO(data))
     return zone
 
@@ -132,10 +131,12 @@ class ZoneSources:
     """Reads every candidate. `manager`: the SystemdBus the timers come from (its
     Environment property and the PID that owns its bus name)."""
 
-    def __init__(self, manager, configured: str = "", system_bus: str = SYSTEM_BUS,
+    def __init__(self, manager, configured: str = "", system_bus: str | None = None,
                  proc_root: str = "/proc", environ=os.environ,
                  localtime: str = "/etc/localtime", timeout: float = 3.0):
-        self.manager, self.configured, self.system_bus = manager, configured, system_bus
+        self.manager, self.configured = manager, configured
+        # timedated lives on the system bus (where the system manager's timers come from).
+        self.system_bus = system_bus or bus_address("system", environ)
         self.proc_root, self.environ, self.localtime = proc_root, environ, localtime
         self.timeout = timeout
 
@@ -162,12 +163,14 @@ class ZoneSources:
     def _process_tz(self, pid: int) -> tuple[str, str]:
         """(TZ, TZDIR) the manager process started with; ("", "") when unreadable
         (another PID namespace, no CAP_SYS_PTRACE) or unset."""
+        if not pid:
+            return "", ""
         try:
             with open(f"{self.proc_root}/{pid}/environ", "rb") as handle:
                 entries = handle.read().decode(errors="replace").split("\0")
         except OSError:
             return "", ""
-        return tz_of(entries) if pid else ("", "")
+        return tz_of(entries)
 
     async def _timedated(self) -> Candidate | None:
         path = self.system_bus.removeprefix("unix:path=")
