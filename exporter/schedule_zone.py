@@ -16,6 +16,8 @@ manager's /etc/localtime, the agent's own); this module only judges them. No I/O
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
 
 from oncalendar import parse_tz
 
@@ -35,9 +37,9 @@ class Candidate:
         return f"{self.name} ({self.source})"
 
 
-@dataclass(frozen=True)
-class Check:
-    """systemd's next elapse of one calendar spec of an armed timer."""
+class Check(NamedTuple):
+    """systemd's next elapse of one calendar spec of an armed timer (a tuple: made and
+    hashed for every armed timer on every sample)."""
     timer: str
     spec: str
     next_us: int
@@ -51,6 +53,7 @@ class Verdict:
     error: str = ""              # why no zone is used (None candidate)
 
 
+@lru_cache(maxsize=4096)
 def names_zone(spec: str) -> bool:
     """The spec carries its own zone (`... UTC`, `... Europe/Paris`): it says nothing
     about the manager's."""
@@ -71,39 +74,41 @@ def agrees(check: Check, zone) -> bool:
 class ZoneFinder:
     """The zone decision for one manager, kept between samples.
 
-    A (spec, next elapse, zone) triple is checked once: systemd's value changes only
+    A next elapse is checked once against every candidate: systemd's value changes only
     when the timer elapses or is re-armed, so a sample whose next elapses are all known
     costs a dictionary lookup per spec."""
 
     def __init__(self, candidates: list[Candidate], manager: str = ""):
         self.candidates = list(candidates)
         self.manager = manager
-        self._agrees: dict[tuple, bool] = {}
+        self._rows: dict[Check, tuple[bool, ...]] = {}  # per check: agrees, per candidate
         self._decided_for: frozenset | None = None
         self._winner: Candidate | None = None
+        self._index = -1          # the winner's place in candidates
         self._checked = False     # the winner agreed with systemd (now or last time it could)
         self._disagreed: frozenset = frozenset()  # checks no candidate agrees with
         self._logged: tuple | None = None
 
     def set_candidates(self, candidates: list[Candidate]) -> None:
         if candidates != self.candidates:
-            self.candidates, self._decided_for = list(candidates), None
-            if self._winner not in self.candidates:
-                self._winner, self._checked = None, False
+            self.candidates, self._decided_for, self._rows = list(candidates), None, {}
+            if self._winner in self.candidates:
+                self._index = self.candidates.index(self._winner)
+            else:
+                self._winner, self._index, self._checked = None, -1, False
 
-    def _agree(self, check: Check, candidate: Candidate) -> bool:
-        key = (check.spec, check.next_us, candidate.name, id(candidate.zone))
-        found = self._agrees.get(key)
+    def _row(self, check: Check) -> tuple[bool, ...]:
+        found = self._rows.get(check)
         if found is None:
-            if len(self._agrees) > 8192:
-                self._agrees.clear()
-            found = self._agrees[key] = agrees(check, candidate.zone)
+            if len(self._rows) > 8192:
+                self._rows.clear()
+            found = self._rows[check] = tuple(agrees(check, z.zone) for z in self.candidates)
         return found
 
     def unexplained(self, checks: list[Check]) -> bool:
         """Some check agrees with no candidate known now (the zone may have changed
         since the candidates were read: read them again)."""
-        return any(not any(self._agree(c, z) for z in self.candidates) for c in checks)
+        return any(not any(self._row(c)) for c in checks)
 
     def decide(self, checks: list[Check]) -> None:
         """Pick the zone: the first candidate that agrees with every check, else the one
@@ -114,14 +119,16 @@ class ZoneFinder:
         if key == self._decided_for:
             return
         self._decided_for = key
-        scores = [sum(self._agree(c, z) for c in checks) for z in self.candidates]
+        rows = [self._row(c) for c in checks]
+        scores = [sum(column) for column in zip(*rows)] if rows else [0] * len(self.candidates)
         if checks:
             best = max(scores, default=0)
-            self._winner = self.candidates[scores.index(best)] if best else None
+            self._index = scores.index(best) if best else -1
             self._checked = bool(best)
-            self._disagreed = frozenset(c for c in checks if self.unexplained([c]))
+            self._disagreed = frozenset(c for c, row in zip(checks, rows) if not any(row))
         elif not self._checked:
-            self._winner = self.candidates[0] if self.candidates else None
+            self._index = 0 if self.candidates else -1
+        self._winner = self.candidates[self._index] if self._index >= 0 else None
         self._log(checks, scores)
 
     def verdict(self, timer: str, checks: list[Check]) -> Verdict:
@@ -131,7 +138,7 @@ class ZoneFinder:
             if self._disagreed:
                 return Verdict(None, False, self._mismatch(checks or list(self._disagreed)))
             return Verdict(None, False, "no time zone could be read")
-        wrong = [c for c in checks if not self._agree(c, self._winner)]
+        wrong = [c for c in checks if not self._row(c)[self._index]]
         if wrong:
             return Verdict(None, False, self._mismatch(wrong))
         return Verdict(self._winner, self._checked)

@@ -175,15 +175,23 @@ class TimersCollector:
         of such elapses, not every sample."""
         if self.zone_sources is None:
             return
-        checks = [c for record in snapshot.timers for c in calendar_checks(record, now)]
+        checks = [c for found in self._calendar_checks(snapshot, now).values() for c in found]
         unexplained = frozenset(c for c in checks if self.zones.unexplained([c]))
         if self._zone_sources_read and unexplained <= self._unexplained_seen:
             return
         self._zone_sources_read, self._unexplained_seen = True, unexplained
         self.zones.set_candidates(await self.zone_sources.read())
 
+    def _calendar_checks(self, snapshot, now: Now) -> dict[str, list[Check]]:
+        """{timer: its checks}, worked out once per sample (find_zone, then points)."""
+        key = (id(snapshot), now.realtime_us)
+        if getattr(self, "_checks_of", None) != key:
+            self._checks_of, self._checks = key, {
+                record.timer.name: calendar_checks(record, now) for record in snapshot.timers}
+        return self._checks
+
     def points(self, snapshot, now: Now) -> list[Point]:
-        checks = {record.timer.name: calendar_checks(record, now) for record in snapshot.timers}
+        checks = self._calendar_checks(snapshot, now)
         # Every armed timer of the manager is evidence for its zone, watched or not.
         self.zones.manager = snapshot.manager
         self.zones.decide([c for found in checks.values() for c in found])
