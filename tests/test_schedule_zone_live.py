@@ -69,11 +69,13 @@ def falsely_missed_in(zone, spec_wall: str, armed_us: int, now_us: int) -> bool:
 
 def test_other_tz_and_own_mount_namespace_judge_as_systemd(user_manager, tmp_path):
     """The session's manager evaluates in UTC (its /etc/localtime, no TZ)."""
-    arm_at = time.time()
-    walls = {"kolkata": wall_time_in(ZoneInfo("Asia/Kolkata"), arm_at + AHEAD_S),
-             "newyork": wall_time_in(ZoneInfo("America/New_York"), arm_at + AHEAD_S)}
-    armed = {name: install_daily(user_manager, f"zone-{name}", wall) for name, wall in walls.items()}
-    wait_until(lambda: time.time() > arm_at + AHEAD_S + 3, 30, 0.2, "the wrong zone's grace")
+    walls, armed, due = {}, {}, 0.0
+    for name, zone in (("kolkata", "Asia/Kolkata"), ("newyork", "America/New_York")):
+        due = time.time() + AHEAD_S
+        walls[name] = wall_time_in(ZoneInfo(zone), due)
+        armed[name] = install_daily(user_manager, f"zone-{name}", walls[name])
+        assert armed[name] < due * SECOND, "armed after its wrong-zone time: machine too slow?"
+    wait_until(lambda: time.time() > due + 3, 30, 0.2, "the wrong zone's grace")
     runs = {
         "agreeing": agent_once(user_manager, tmp_path, "zone-*", tz="UTC"),
         "Asia/Kolkata": agent_once(user_manager, tmp_path, "zone-*", tz="Asia/Kolkata"),
@@ -118,6 +120,8 @@ def test_a_manager_in_paris_and_an_agent_in_utc(tmp_path):
         # zone the manager itself evaluates in: the next elapse stays a Paris one.
         manager.systemctl("set-environment", "TZ=Asia/Kolkata")
         manager.systemctl("restart", "zone-paris.timer")
+        rearmed = manager.bus_property("zone-paris.timer", "Unit", "ActiveEnterTimestamp")
+        assert rearmed < (arm_at + AHEAD_S) * SECOND, "re-armed after its UTC time: machine too slow?"
         (_base, spec, next_us), = manager.bus_property("zone-paris.timer", "Timer", "TimersCalendar")
         paris_next = datetime.now(ZoneInfo("Europe/Paris")).replace(
             hour=int(wall[:2]), minute=int(wall[3:5]), second=int(wall[6:]), microsecond=0)
@@ -156,7 +160,7 @@ def compile_zone(tmp_path, at: datetime) -> str:
 def test_a_dst_change_seconds_ahead(tmp_path):
     """Manager and agent with TZ pointing at a zone whose clocks go forward by an hour
     in a few seconds; one timer after the change, one in the skipped hour."""
-    shift = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=25)
+    shift = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=30)
     path = compile_zone(tmp_path, shift)
     zone = zone_from_tz(path, "test").zone
     after = wall_time_in(zone, shift.timestamp() + 10)          # +02, 10 s after the change
