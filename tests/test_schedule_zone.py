@@ -173,6 +173,15 @@ def test_localtime_symlinks_are_followed_under_the_managers_root(tmp_path):
     assert found.zone.utcoffset(datetime(2026, 1, 1)).total_seconds() == 5.5 * 3600  # its contents
 
 
+def test_a_relative_localtime_link(tmp_path):
+    fake_root(tmp_path, "/usr/share/zoneinfo/Europe/Paris", "Europe/Paris")
+    root = tmp_path / "42" / "root"
+    (root / "etc" / "localtime").unlink()
+    os.symlink("../usr/share/zoneinfo/Europe/Paris", root / "etc" / "localtime")
+    found = zone_from_localtime("/etc/localtime", "host", str(root))
+    assert found.name == "Europe/Paris" and found.zone.utcoffset(datetime(2026, 1, 1)).total_seconds() == 3600
+
+
 def test_a_zone_file_mounted_over_the_link_target_is_named_by_its_contents(tmp_path):
     root = fake_root(tmp_path, "/usr/share/zoneinfo/Etc/UTC", "Europe/Paris",
                      mounted=("/usr/share/zoneinfo/Etc/UTC",))

@@ -74,7 +74,8 @@ def zone_from_localtime(path: str, source: str, root: str = "") -> Candidate | N
             link = os.readlink(root + target)
         except OSError:
             break
-        target = link if link.startswith("/") else os.path.join(os.path.dirname(target), link)
+        target = os.path.normpath(
+            link if link.startswith("/") else os.path.join(os.path.dirname(target), link))
         if "zoneinfo/" in target:
             name = target.split("zoneinfo/", 1)[1]
     try:
