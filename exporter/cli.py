@@ -32,7 +32,10 @@ def build_collectors(config: Config, state) -> list:
     if config.timers.enabled:
         from .collectors.timers import TimersCollector
         from .sources.systemd_dbus import SystemdBus
-        collectors.append(TimersCollector(SystemdBus(config.timers.bus), config.timers, host, state))
+        from .sources.zones import ZoneSources
+        bus = SystemdBus(config.timers.bus)
+        collectors.append(TimersCollector(bus, config.timers, host, state,
+                                          ZoneSources(bus, config.timers.timezone)))
     docker = None
     if config.containers.enabled or config.dns.enabled:
         from .sources.docker_api import DockerSource

@@ -184,7 +184,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "exclude": (_strings, []),
         "grace": (_duration, "5m"),
         "max_runtime": (_duration, "0s"),  # 0 = no limit
-        "timezone": (_zone, ""),  # "" = the host's (TZ, /etc/localtime)
+        "timezone": (_zone, ""),  # "" = the zone systemd uses, found (exporter/sources/zones.py)
         "overrides": (_overrides, {}),
         # Between samples the timers are followed from systemd's signals; every
         # resync_interval all of them are read again (heals what no signal announces,

@@ -764,7 +764,10 @@ class UserManager(_Service):
 
     name = "systemd-user"
 
-    def __init__(self, *, start_timeout: float = START_TIMEOUT):
+    def __init__(self, *, start_timeout: float = START_TIMEOUT,
+                 environment: Mapping[str, str] | None = None):
+        """``environment``: added to the manager's own (e.g. TZ: the zone systemd
+        evaluates OnCalendar in; ``systemctl --user set-environment`` does not change it)."""
         super().__init__(start_timeout)
         r = self.root
         self.runtime_dir = r / "run"
@@ -795,6 +798,7 @@ class UserManager(_Service):
             "LOGNAME": "root",
             "SHELL": "/bin/sh",
             **xdg,
+            **(environment or {}),
         }
         self.env: dict[str, str] = {**os.environ, **xdg, "DBUS_SESSION_BUS_ADDRESS": self.bus_address}
         self.env.pop("SYSTEMD_LOG_TARGET", None)

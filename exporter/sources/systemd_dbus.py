@@ -342,6 +342,22 @@ class SystemdBus:
     async def _manager(self, member, signature="", body=()):
         return await self._call(SYSTEMD, MANAGER_PATH, MANAGER, member, signature, body)
 
+    async def manager_environment(self) -> list[str]:
+        """The manager's `Environment` (KEY=VALUE): for a user manager, the environment
+        it started with (plus set-environment); where a TZ there comes from."""
+        return await self._call(SYSTEMD, MANAGER_PATH, PROPERTIES, "Get", "ss",
+                                [MANAGER, "Environment"])
+
+    async def manager_pid(self) -> int:
+        """The PID owning org.freedesktop.systemd1 on this bus (in the bus daemon's PID
+        namespace: the agent's own with compose's `pid: host`). 0 when unknown."""
+        try:
+            return await self._call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                    "org.freedesktop.DBus", "GetConnectionUnixProcessID",
+                                    "s", [SYSTEMD])
+        except DBusCallError:
+            return 0
+
     async def get_all(self, unit: str, interface: str) -> dict[str, Any]:
         return await self._call(SYSTEMD, unit_path(unit), PROPERTIES, "GetAll", "s", [interface])
 
