@@ -323,6 +323,24 @@ def test_every_lambda_of_the_templates_parses(name):
         check_regex(regex)
 
 
+def test_agent_down_is_the_one_definition_of_down():
+    """The alert, the dashboard's "Agent up" and `tick-exporter health` say the same:
+    no heartbeat for 2.5 intervals (docs/alerts.md, agent_down)."""
+    from exporter.health import DOWN_AFTER_INTERVALS
+    units = {"s": 1, "m": 60, "h": 3600}
+    seconds = lambda text: int(text[:-1]) * units[text[-1]]  # noqa: E731
+    interval = load_config(None, {}).agent.interval
+    down_after = DOWN_AFTER_INTERVALS * interval
+    assert seconds(default_text(SCRIPTS["agent_down"], "period")) == down_after
+    assert seconds(task("agent_down")["vars"]["period"]["value"]) == down_after
+    agent = (ROOT / "grafana" / "dashboards" / "agent.json").read_text()
+    (window,) = re.findall(r'SELECT last\(\\"up\\"\) FROM \\"exporter\\" WHERE time > now\(\) - (\w+) AND', agent)
+    assert seconds(window) == down_after
+    # The deadman fires period to 2 x period after the last heartbeat: within 5 minutes
+    # at the 60 s interval, and never for one missed heartbeat (a gap of 2 intervals).
+    assert 2 * down_after <= 300 and down_after > 2 * interval
+
+
 def test_every_shipped_var_value_reads_as_kapacitor_reads_it():
     checked = 0
     for path in TASKS:
