@@ -173,8 +173,8 @@ def check_armed(view: TimerView) -> list[Finding]:
     if inactive:
         # Watched (above): the admin's own, or one the agent saw enabled before. A vendor
         # timer left disabled is the distribution's (or the admin's) choice: not watched.
-        on_purpose = (f"\nIf it is off on purpose, mask it so nothing reads it as forgotten: "
-                      f"{sc} mask {view.name}")
+        on_purpose = (f"\nIf it is off on purpose, add it to the missed_backup task's `ignore` "
+                      f"var (kapacitor/tasks/missed_backup.yaml): the agent reports it `stopped`")
         if view.unit_file_state == "disabled":
             return [Finding(
                 "timer-inactive", "warning", view.name,
