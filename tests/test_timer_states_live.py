@@ -371,3 +371,19 @@ def test_removed_is_reported_for_a_week_then_forgotten():
     assert later.fields["removed_since"] == 1_800_000_000
     assert collector.points(TimersSnapshot("user", []), Now(start + REMOVED_REPORTED_FOR_US + 1, 3)) == []
     assert set(state.timers) == {"user/apt-daily.timer", "system/backup.timer"}
+
+
+def test_status_shows_a_backup_stopped_before_the_agent_started(user_manager, tmp_path):
+    """The deployment's case: the backup timer was never started (or was stopped before
+    the agent ever ran). `status` says stopped and exits 1, from its first sample."""
+    install(user_manager, "weekly-backup", "ExecStart=/bin/true",
+            "[Timer]\nOnCalendar=Sun *-*-* 03:00:00\n[Install]\nWantedBy=timers.target\n", start=False)
+    env = {**os.environ, "TICK_EXPORTER_TIMERS_BUS": user_manager.bus_address,
+           "TICK_EXPORTER_TIMERS_INCLUDE": "weekly-backup.timer",
+           "TICK_EXPORTER_AGENT_STATE_PATH": str(tmp_path / "never-written.json")}
+    shown = subprocess.run([sys.executable, "-m", "exporter", "status", "--json"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 1, shown.stderr
+    (timer,) = json.loads(shown.stdout)["timers"]
+    assert (timer["state"], timer["healthy"], timer["watched"], timer["unit_file_state"]) == (
+        "stopped", False, True, "disabled")
