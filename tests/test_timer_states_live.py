@@ -367,6 +367,11 @@ def test_removed_is_reported_for_a_week_then_forgotten():
     assert first.tags == {"host": "h", "manager": "user", "timer": "backup.timer", "service": "backup.service"}
     assert (first.fields["state"], first.fields["healthy"], first.fields["last_success"],
             first.fields["removed_since"]) == ("removed", False, 1_700_000_000, 1_800_000_000)
+    from tests.metrics_schema import schema
+    documented = schema()["systemd_timer"]
+    kinds = {bool: "bool", int: "int", float: "float", str: "string"}
+    assert {f: kinds[type(v)] for f, v in first.fields.items()} == {
+        f: documented["fields"][f] for f in first.fields}
     (later,) = collector.points(TimersSnapshot("user", []), Now(start + REMOVED_REPORTED_FOR_US, 2))
     assert later.fields["removed_since"] == 1_800_000_000
     assert collector.points(TimersSnapshot("user", []), Now(start + REMOVED_REPORTED_FOR_US + 1, 3)) == []
