@@ -202,6 +202,7 @@ class TimersCollector:
         if next_us:
             memory.next_elapse_us = next_us
         watched = self._watched(record, memory)
+        memory.service, memory.removed_since_us = tags["service"], 0  # for removed_points
         if armed and record.armed_since_us:
             memory.armed_since_us = record.armed_since_us
         fields = timer_fields(record, next_us, now)
@@ -251,12 +252,12 @@ class TimersCollector:
         An elapsed timer (sub-state `elapsed`: an OnBootSec= that fired this boot) is done,
         not stopped."""
         timer = record.timer.properties
+        # ConditionResult is false on a unit never checked too: only a checked one was skipped.
         skipped = is_set(timer.get("ConditionTimestamp", 0)) and not timer.get("ConditionResult", True)
-        user_s = expects_armed(timer.get("UnitFileState", ""), timer.get("FragmentPath", ""),
-                               skipped, bool(memory.watched))
-        memory.watched = int(user_s)
-        memory.service, memory.removed_since_us = timer.get("Unit", ""), 0
-        return user_s and record.timer.sub_state != "elapsed"
+        users = expects_armed(timer.get("UnitFileState", ""), timer.get("FragmentPath", ""),
+                              skipped, bool(memory.watched))
+        memory.watched = int(users)
+        return users and record.timer.sub_state != "elapsed"
 
     @staticmethod
     def _follow_runs(service, snapshot, memory: TimerMemory, running: bool):
