@@ -48,6 +48,7 @@ class Agent:
         self._output_points: list[Point] = []  # results of the last direct write
         # In-memory spool only: (records appended, state text) not yet safe to save.
         self._unconfirmed: list[tuple[int, str]] = []
+        self.interval_s = 0.0  # set by run(): the heartbeat says how often to expect it
 
     async def _collect_one(self, collector, now: Now) -> list[Point]:
         started = time.perf_counter()
@@ -63,9 +64,11 @@ class Agent:
 
     def _heartbeat(self, now: Now) -> Point:
         """`up`: what alerts use to tell "agent down" from "all quiet"."""
-        return self_point(self.host, "agent", now, {
-            "up": True, "version": __version__, "rss_bytes": selfstats.rss_bytes(),
-            "cpu_s": selfstats.cpu_seconds()})
+        fields = {"up": True, "version": __version__, "rss_bytes": selfstats.rss_bytes(),
+                  "cpu_s": selfstats.cpu_seconds()}
+        if self.interval_s:  # "down" is counted in intervals (docs/alerts.md, agent_down)
+            fields["interval_s"] = float(self.interval_s)
+        return self_point(self.host, "agent", now, fields)
 
     async def sample(self, now: Now | None = None) -> list[Point]:
         now = now or self.clock()
@@ -132,6 +135,7 @@ class Agent:
         """Sample until `stop` is set: on a drift-free schedule aligned to multiples of
         `interval` (as Telegraf's round_interval), or once per item of the async
         iterator `triggers` (Telegraf execd's signal = "STDIN")."""
+        self.interval_s = interval
         done = asyncio.Event()
         delivering = [asyncio.create_task(w.run(done)) for w in self.workers]
         try:

@@ -30,6 +30,9 @@ class TimerMemory:
     consecutive_failures: int = 0
     armed_since_us: int = 0         # when the timer was last seen becoming armed
     next_elapse_us: int = 0         # last deadline systemd announced while armed
+    watched: int = 0                # 1 once seen as the user's (timer_health.expects_armed)
+    service: str = ""               # the unit it activates, for its `removed` points
+    removed_since_us: int = 0       # a watched timer's unit gone since (0: it is there)
 
 
 class StateFile:
@@ -54,6 +57,15 @@ class StateFile:
 
     def timer(self, manager: str, timer: str) -> TimerMemory:
         return self.timers.setdefault(self.key(manager, timer), TimerMemory())
+
+    def remembered(self, manager: str) -> dict[str, TimerMemory]:
+        """{timer: memory} of the timers of this manager the agent remembers."""
+        prefix = self.key(manager, "")
+        return {key[len(prefix):]: memory for key, memory in self.timers.items()
+                if key.startswith(prefix)}
+
+    def forget(self, manager: str, timer: str) -> None:
+        self.timers.pop(self.key(manager, timer), None)
 
     def load(self) -> None:
         try:
@@ -90,8 +102,8 @@ class StateFile:
                       "keeps its memory in RAM only until restarted with access", self.path, reason)
 
     def _apply(self, data: dict) -> None:
-        known = {f.name for f in fields(TimerMemory)}
-        self.timers = {name: TimerMemory(**{k: int(v) for k, v in entry.items() if k in known})
+        known = {f.name: f.type for f in fields(TimerMemory)}  # int or str
+        self.timers = {name: TimerMemory(**{k: known[k](v) for k, v in entry.items() if k in known})
                        for name, entry in data["timers"].items()}
         self.oom_kills = {name: {"before": int(entry["before"]),
                                  "ids": {i: [int(a), int(b)] for i, (a, b) in entry["ids"].items()}}

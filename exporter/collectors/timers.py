@@ -17,10 +17,15 @@ from ..schedule_zone import Check, Verdict, ZoneFinder, names_zone
 from ..sources.systemd_dbus import RUNNING_STATES, RunRecord, is_running, run_from  # noqa: F401
 from ..sources.zones import own_candidates
 from ..state import StateFile, TimerMemory
-from ..timer_health import HEALTHY, TimerFacts, evaluate
+from ..timer_health import HEALTHY, TimerFacts, evaluate, expects_armed
 
 # systemd's "no timestamp" values: 0 = never happened, 2^64-1 (USEC_INFINITY) = never will.
 USEC_INFINITY = 2**64 - 1
+
+# A watched timer whose unit file is gone is reported `removed` this long, then forgotten:
+# a week of samples, so the alert fires (once) even across a Kapacitor restart and the
+# dashboards show it, without the state file keeping every timer ever seen.
+REMOVED_REPORTED_FOR_US = 7 * 86400 * 1_000_000
 
 # ExecMainCode is a siginfo si_code (waitid(2)): how the main process ended.
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}  # CLD_EXITED, CLD_KILLED, CLD_DUMPED
@@ -200,6 +205,30 @@ class TimersCollector:
             if self._settings(record.timer.name)[0]:
                 verdict = self.zones.verdict(record.timer.name, checks[record.timer.name])
                 points += self.timer_points(record, snapshot, now, verdict)
+        return points + self.removed_points(snapshot, now)
+
+    def removed_points(self, snapshot, now: Now) -> list[Point]:
+        """A `removed` point for each watched timer the agent remembers whose unit is gone
+        (unit file deleted or masked: systemd no longer loads it), for
+        REMOVED_REPORTED_FOR_US; then it is forgotten. Without these its series would just
+        stop, which no alert on the state can see."""
+        present = {record.timer.name for record in snapshot.timers}
+        points = []
+        for name, memory in sorted(self.state.remembered(snapshot.manager).items()):
+            if name in present or not memory.watched or not self._settings(name)[0]:
+                continue
+            memory.removed_since_us = memory.removed_since_us or now.realtime_us
+            if now.realtime_us - memory.removed_since_us > REMOVED_REPORTED_FOR_US:
+                self.state.forget(snapshot.manager, name)
+                continue
+            tags = {"host": self.host, "manager": snapshot.manager, "timer": name,
+                    "service": memory.service}
+            fields = {"state": "removed", "healthy": False, "watched": True,
+                      "unit_file_state": "", "expected_at": 0, "overdue_s": 0.0,
+                      "missed_runs": 0, "last_success": to_unix_s(memory.last_success_us),
+                      "consecutive_failures": memory.consecutive_failures,
+                      "removed_since": to_unix_s(memory.removed_since_us)}
+            points.append(Point("systemd_timer", tags, fields, now.time_ns))
         return points
 
     def _settings(self, name: str) -> tuple[bool, int, int]:
@@ -227,6 +256,8 @@ class TimersCollector:
             "waiting", "running")
         if next_us:
             memory.next_elapse_us = next_us
+        watched = self._watched(record, memory)
+        memory.service, memory.removed_since_us = tags["service"], 0  # for removed_points
         if armed and record.armed_since_us:
             memory.armed_since_us = record.armed_since_us
         fields = timer_fields(record, next_us, now)
@@ -248,7 +279,8 @@ class TimersCollector:
             last_run_start_us=memory.last_run_start_us, service_known=service is not None,
             start_queued=bool(service and service.job_id and not running),
             armed_since_us=memory.armed_since_us,
-            running=running, last_failed=self._last_failed(service, memory, running))
+            running=running, last_failed=self._last_failed(service, memory, running),
+            watched=watched)
         # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
         _wanted, grace_us, max_runtime_us = self._settings(name)
         grace_us += timer.get("AccuracyUSec", 0) + timer.get("RandomizedDelayUSec", 0)
@@ -272,9 +304,23 @@ class TimersCollector:
             state=health.state, healthy=health.state in HEALTHY,
             expected_at=to_unix_s(health.expected_at_us), overdue_s=health.overdue_s,
             missed_runs=health.missed_runs, last_success=to_unix_s(memory.last_success_us),
-            consecutive_failures=memory.consecutive_failures)
+            consecutive_failures=memory.consecutive_failures, watched=watched,
+            unit_file_state=timer.get("UnitFileState", ""))
         return [Point("systemd_timer", tags, fields, now.time_ns)] + [
             run_point(run, tags) for run in new_runs]
+
+    @staticmethod
+    def _watched(record, memory: TimerMemory) -> bool:
+        """Expected to be armed now (timer_health.expects_armed), remembered for later.
+        An elapsed timer (sub-state `elapsed`: an OnBootSec= that fired this boot) is done,
+        not stopped."""
+        timer = record.timer.properties
+        # ConditionResult is false on a unit never checked too: only a checked one was skipped.
+        skipped = is_set(timer.get("ConditionTimestamp", 0)) and not timer.get("ConditionResult", True)
+        users = expects_armed(timer.get("UnitFileState", ""), timer.get("FragmentPath", ""),
+                              skipped, bool(memory.watched))
+        memory.watched = int(users)
+        return users and record.timer.sub_state != "elapsed"
 
     @staticmethod
     def _follow_runs(service, snapshot, memory: TimerMemory, running: bool):

@@ -62,6 +62,7 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
         await source.close()
     for view in views:
         report.extend(timer_checks.lint(view))
+    report.extend(timer_checks.check_removed(points, snapshot.manager))
     report.checked.append(f"timers: {len(views)} timer{'' if len(views) == 1 else 's'} of the "
                           f"{snapshot.manager} manager at {address}")
 

@@ -43,6 +43,10 @@ TIMER_PROPERTIES = (
     "NextElapseUSecMonotonic", "LastTriggerUSec", "LastTriggerUSecMonotonic", "Result",
     "Persistent", "AccuracyUSec", "RandomizedDelayUSec",
 )
+# The timer's Unit properties that say whether a stopped timer is a problem
+# (exporter.timer_health.expects_armed): enabled by someone, whose unit file, skipped by
+# its own Condition*=. UnitFileState changes arrive as UnitFilesChanged.
+TIMER_UNIT_PROPERTIES = ("UnitFileState", "FragmentPath", "ConditionResult", "ConditionTimestamp")
 # A Service's properties are read one Get each: GetAll marshals all ~200 of them (the
 # cgroup ones read cgroupfs), twice the cost of these few Gets for systemd and for us.
 SERVICE_PROPERTIES = (
@@ -447,6 +451,7 @@ class SystemdBus:
         before = {name: self._record_of(name) for name in freed}
         new = {name for name in appeared if not name.endswith("@.timer")} - self._listed
         if relist:
+            dirty |= self._listed  # enable/disable changed some timer's UnitFileState
             names = set(await self.timer_names())
             new |= names - self._listed
             for gone in self._listed - names - new:
@@ -494,7 +499,7 @@ class SystemdBus:
         timers = [u for u in units.values() if u.load_state == "loaded"]
         await asyncio.gather(*(self._fill(u, TIMER) for u in timers))
         timers = [u for u in timers if u.properties]  # vanished while we read
-        armed = await asyncio.gather(*(self._armed_since(t.name) for t in timers))
+        armed = await asyncio.gather(*(self._armed_since(t) for t in timers))
         for timer, armed_since in zip(timers, armed):
             self._timers[timer.name] = timer
             self._armed[timer.name] = armed_since
@@ -521,12 +526,22 @@ class SystemdBus:
                 self._dirty.add(service.name)  # read it whole next time
                 return
 
-    async def _armed_since(self, timer: str) -> int:
-        try:
-            return await self._call(SYSTEMD, unit_path(timer), PROPERTIES, "Get", "ss",
-                                    [UNIT, "ActiveEnterTimestamp"])
-        except DBusCallError:
+    async def _armed_since(self, timer: UnitRecord) -> int:
+        """The timer's ActiveEnterTimestamp; its TIMER_UNIT_PROPERTIES go into its
+        properties (one Get each: a Unit's GetAll is ~100 properties)."""
+        path = unit_path(timer.name)
+        values = await asyncio.gather(*(self._get(path, UNIT, p) for p in (
+            "ActiveEnterTimestamp",) + TIMER_UNIT_PROPERTIES), return_exceptions=True)
+        for prop, value in zip(TIMER_UNIT_PROPERTIES, values[1:]):
+            if isinstance(value, BaseException) and not isinstance(value, DBusCallError):
+                raise value
+            if not isinstance(value, BaseException):
+                timer.properties[prop] = value
+        if isinstance(values[0], BaseException):
+            if not isinstance(values[0], DBusCallError):
+                raise values[0]
             return 0
+        return values[0]
 
     async def _fill(self, unit: UnitRecord, interface: str) -> str:
         """Read `interface`'s properties into unit; the error text when that fails."""
