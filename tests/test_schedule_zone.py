@@ -251,7 +251,9 @@ def timer(name, spec, next_us, last_run_us, active=True):
     props = {"Unit": name.replace(".timer", ".service"), "AccuracyUSec": 60_000_000,
              "RandomizedDelayUSec": 0, "LastTriggerUSec": last_run_us, "Persistent": False,
              "NextElapseUSecRealtime": next_us if active else 0, "NextElapseUSecMonotonic": 0,
-             "TimersCalendar": [["OnCalendar", spec, next_us if active else 0]], "TimersMonotonic": []}
+             "TimersCalendar": [["OnCalendar", spec, next_us if active else 0]], "TimersMonotonic": [],
+             # the user's own timers (enabled, in /etc): watched, so stopped ones can be missed
+             "UnitFileState": "enabled", "FragmentPath": f"/etc/systemd/system/{name}"}
     service = UnitRecord(name.replace(".timer", ".service"), "loaded", "inactive", "dead", {
         "Result": "success", "ExecMainCode": 1, "ExecMainStatus": 0,
         "ExecMainStartTimestamp": last_run_us, "ExecMainExitTimestamp": last_run_us + 1_000_000})
