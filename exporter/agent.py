@@ -60,6 +60,9 @@ class Agent:
             "cpu_s": selfstats.cpu_seconds()})
 
     async def sample(self, now: Now | None = None) -> list[Point]:
+        # `now` is the sample's time: the self points and the heartbeat carry it. A
+        # collector deriving ages from what it reads (timers) computes them against its
+        # own clock read after its reads, never earlier than `now` (docs/metrics.md).
         now = now or self.clock()
         results = await asyncio.gather(*(self._collect_one(c, now) for c in self.collectors))
         points, self._output_points = self._output_points, []

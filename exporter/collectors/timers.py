@@ -3,12 +3,13 @@
 
 The source (exporter.sources.systemd_dbus.SystemdBus, or a recording in tests) returns
 raw D-Bus properties; everything here is a function of them, the agent's memory
-(exporter.state) and the sample clock.
+(exporter.state) and the reference time: the collector's clock read after the read
+(docs/metrics.md, "The sample's time").
 """
 
 from dataclasses import replace
 
-from ..clock import Now
+from ..clock import Now, read_after
 from ..config import TimersConfig
 from ..durations import format_timespan_usec
 from ..point import Point
@@ -129,8 +130,9 @@ class TimersCollector:
 
     name = "timers"
 
-    def __init__(self, source, config: TimersConfig, host: str, state: StateFile | None = None):
-        self.source, self.config, self.host = source, config, host
+    def __init__(self, source, config: TimersConfig, host: str, state: StateFile | None = None,
+                 clock=Now.read):
+        self.source, self.config, self.host, self.clock = source, config, host, clock
         self.state = state or StateFile(None)
         self.zone = local_zone(config.timezone)
 
@@ -138,9 +140,14 @@ class TimersCollector:
         # Records kept between samples, updated from systemd's signals; a full read every
         # resync_interval (exporter.sources.systemd_dbus).
         snapshot = await self.source.read_timers(self.config.resync_interval)
-        return self.points(snapshot, now)
+        # The reference time is read only now, after every property (cached ones too:
+        # read_timers brought them up to date): a busy systemd may take seconds to answer,
+        # and a trigger or a run end read during that time must not lie in the future of
+        # the time the ages and the state are computed against (issue 16).
+        return self.points(snapshot, read_after(now, self.clock))
 
     def points(self, snapshot, now: Now) -> list[Point]:
+        """`now`: the reference time, read after `snapshot` was (see collect)."""
         points = []
         for record in snapshot.timers:
             if self._settings(record.timer.name)[0]:

@@ -10,7 +10,7 @@ servers `dns.skip_servers` does not list, exactly as the agent would.
 import asyncio
 import sys
 
-from ..clock import Now
+from ..clock import Now, read_after
 from ..config import Config
 from ..point import Point
 from . import Finding, Report, exit_code, render_json, render_text
@@ -47,7 +47,8 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
         # The running agent's memory (last success, failure streak), read only.
         collector = TimersCollector(source, config.timers, config.agent.hostname,
                                     StateFile(config.agent.state_path))
-        points = collector.points(snapshot, now)
+        # Judged against a time read after the snapshot, as the agent does (issue 16).
+        points = collector.points(snapshot, read_after(now, collector.clock))
         views = await asyncio.wait_for(
             timer_checks.read_views(source, snapshot, points, config.timers.wants), READ_TIMEOUT)
     except (ConnectionError, DBusCallError, OSError, EOFError, asyncio.TimeoutError) as err:
