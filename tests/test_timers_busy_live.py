@@ -55,9 +55,9 @@ class Load:
         self.manager, self.files = manager, []
         self.add_files(LOAD_UNITS)
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        self.loop = subprocess.Popen([sys.executable, "-m", "tests.busy_systemd", manager.bus_address],
-                                     cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+        self.loop = subprocess.Popen(
+            [sys.executable, "-m", "tests.busy_systemd", manager.bus_address], cwd=root,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         ready = self.loop.stdout.readline()  # "busy" once systemd answered its first call
         if ready != "busy\n":
             problem = self.error() or f"it printed {ready!r}"
@@ -69,7 +69,7 @@ class Load:
         for number in range(len(self.files), len(self.files) + count):
             name = f"busy-load-{number:05d}.service"
             self.manager.write_unit(name, f"[Unit]\nDescription=load {number}\n[Service]\n"
-                                          "ExecStart=/bin/true\n[Install]\nWantedBy=default.target\n")
+                                    "ExecStart=/bin/true\n[Install]\nWantedBy=default.target\n")
             self.files.append(name)
 
     def error(self) -> str:

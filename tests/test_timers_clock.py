@@ -111,7 +111,8 @@ def test_a_clock_stepped_back_during_the_read_never_goes_before_the_sample():
 def test_a_monotonic_deadline_is_moved_onto_the_wall_clock_with_the_reference_time():
     clock = FakeClock(SAMPLE)
     after_mono = SAMPLE.monotonic_us + READ_US
-    boot = record("boot", ("inactive", "dead"), {"ExecMainCode": 1, "ExecMainExitTimestamp": ELAPSED + S},
+    boot = record("boot", ("inactive", "dead"),
+                  {"ExecMainCode": 1, "ExecMainExitTimestamp": ELAPSED + S},
                   TimersCalendar=[], TimersMonotonic=[("OnUnitActiveUSec", 10 * S, 0)],
                   NextElapseUSecRealtime=0, NextElapseUSecMonotonic=after_mono + 4 * S)
     timers, _source = collector(clock, TimersSnapshot("user", [boot]))
