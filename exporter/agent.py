@@ -71,6 +71,9 @@ class Agent:
         return self_point(self.host, "agent", now, fields)
 
     async def sample(self, now: Now | None = None) -> list[Point]:
+        # `now` is the sample's time: the self points and the heartbeat carry it. A
+        # collector deriving ages from what it reads (timers) computes them against its
+        # own clock read after its reads, never earlier than `now` (docs/metrics.md).
         now = now or self.clock()
         results = await asyncio.gather(*(self._collect_one(c, now) for c in self.collectors))
         points, self._output_points = self._output_points, []

@@ -121,10 +121,11 @@ async def _status(config: Config, as_json: bool) -> int:
         points = await agent.sample(now)
     finally:
         await agent.close()
+    read_s = status.read_time_s(points, now.realtime_us / 1e6)
     if as_json:
-        print(redact(status.render_json(points, now.realtime_us / 1e6)))
+        print(redact(status.render_json(points, read_s)))
     else:
-        sections = [status.render_table(points, now.realtime_us / 1e6, status.should_color(sys.stdout),
+        sections = [status.render_table(points, read_s, status.should_color(sys.stdout),
                                         local_zone(config.timers.timezone)),
                     status.render_containers(points), status.render_dns(points),
                     status.dns_remedy(points),

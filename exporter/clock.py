@@ -22,3 +22,12 @@ class Now:
     @property
     def time_ns(self) -> int:
         return self.realtime_us * 1000
+
+
+def read_after(earliest: Now, clock=Now.read) -> Now:
+    """`clock()` once the data has been read, as the reference time of what is derived from
+    that data (issue 16): no data read before it can be in its future. Never earlier
+    than `earliest`, the sample's time, even if the wall clock was stepped back (NTP) in
+    between; then `earliest` is kept whole, so its wall and monotonic times still agree."""
+    current = clock()
+    return current if current.realtime_us >= earliest.realtime_us else earliest

@@ -165,6 +165,15 @@ def _footer(timers: list[Point]) -> str:
     return f"{text}: {', '.join(parts)}."
 
 
+def read_time_s(points: list[Point], fallback_s: float) -> float:
+    """The moment the timers were read, to render their ages against: the newest
+    `systemd_timer` point's timestamp, which the collector takes after its read (issue
+    16), so a run that ended during a slow read is "ago", never "left". `fallback_s`
+    (the sample's time) when there is none."""
+    stamps = [p.time_ns for p in points if p.measurement == MEASUREMENT and p.time_ns]
+    return max(stamps) / 1e9 if stamps else fallback_s
+
+
 def render_table(points: list[Point], now_s: float, color: bool, zone=None) -> str:
     """The `systemd_timer` points as an aligned table, one row per timer sorted by unit
     name, and a footer counting healthy and unhealthy timers. `zone` (a tzinfo, None =

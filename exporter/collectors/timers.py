@@ -3,12 +3,13 @@
 
 The source (exporter.sources.systemd_dbus.SystemdBus, or a recording in tests) returns
 raw D-Bus properties; everything here is a function of them, the agent's memory
-(exporter.state) and the sample clock.
+(exporter.state) and the reference time: the collector's clock read after the read
+(docs/metrics.md, "The sample's time").
 """
 
 from dataclasses import replace
 
-from ..clock import Now
+from ..clock import Now, read_after
 from ..config import TimersConfig
 from ..durations import format_timespan_usec
 from ..point import Point
@@ -157,10 +158,11 @@ class TimersCollector:
     name = "timers"
 
     def __init__(self, source, config: TimersConfig, host: str, state: StateFile | None = None,
-                 zone_sources=None):
+                 zone_sources=None, clock=Now.read):
         """`zone_sources`: an exporter.sources.zones.ZoneSources; without one, only the
-        configured zone and the agent's own are candidates (still checked)."""
-        self.source, self.config, self.host = source, config, host
+        configured zone and the agent's own are candidates (still checked). `clock`: read
+        after the timers are read, for the reference time (see collect)."""
+        self.source, self.config, self.host, self.clock = source, config, host, clock
         self.state = state or StateFile(None)
         self.zone_sources = zone_sources
         self.zones = ZoneFinder(own_candidates(config.timezone))
@@ -172,7 +174,11 @@ class TimersCollector:
         # resync_interval (exporter.sources.systemd_dbus).
         snapshot = await self.source.read_timers(self.config.resync_interval)
         await self.find_zone(snapshot, now)
-        return self.points(snapshot, now)
+        # The reference time is read only now, after every property (cached ones too:
+        # read_timers brought them up to date): a busy systemd may take seconds to answer,
+        # and a trigger or a run end read during that time must not lie in the future of
+        # the time the ages and the state are computed against (issue 16).
+        return self.points(snapshot, read_after(now, self.clock))
 
     async def find_zone(self, snapshot, now: Now) -> None:
         """Read the zone candidates at the first sample, and again when systemd's next
@@ -196,6 +202,7 @@ class TimersCollector:
         return self._checks
 
     def points(self, snapshot, now: Now) -> list[Point]:
+        """`now`: the reference time, read after `snapshot` was (see collect)."""
         checks = self._calendar_checks(snapshot, now)
         # Every armed timer of the manager is evidence for its zone, watched or not.
         self.zones.manager = snapshot.manager

@@ -10,7 +10,7 @@ servers `dns.skip_servers` does not list, exactly as the agent would.
 import asyncio
 import sys
 
-from ..clock import Now
+from ..clock import Now, read_after
 from ..config import Config
 from ..point import Point
 from ..redact import redact
@@ -51,7 +51,8 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
                                     StateFile(config.agent.state_path, read_only=True),
                                     ZoneSources(source, config.timers.timezone))
         await asyncio.wait_for(collector.find_zone(snapshot, now), READ_TIMEOUT)
-        points = collector.points(snapshot, now)
+        # Judged against a time read after the snapshot, as the agent does (issue 16).
+        points = collector.points(snapshot, read_after(now, collector.clock))
         views = await asyncio.wait_for(
             timer_checks.read_views(source, snapshot, points, config.timers.wants), READ_TIMEOUT)
     except (ConnectionError, DBusCallError, OSError, EOFError, asyncio.TimeoutError) as err:
