@@ -47,24 +47,53 @@ def _field(key: str, value) -> str | None:
     raise ValueError(f'Type: "{type(value)}" of field: "{name}" is not supported.')
 
 
-def _line(point: Point) -> str:
-    fields = [f for f in (_field(k, v) for k, v in sorted(point.fields.items())) if f is not None]
-    if not fields:  # a point without fields has no line
-        return ""
-    tags = []
-    for key, value in sorted(point.tags.items()):
+def _series(measurement, tags: dict) -> str:
+    """`measurement,tag=value,...`: escaped, sorted, None and empty tags dropped."""
+    escaped = []
+    for key, value in sorted(tags.items()):
         if value is None:
             continue
         key, value = str(key).translate(_ESCAPE_KEY), str(value).translate(_ESCAPE_KEY)
         if value.endswith("\\"):
             value += " "
         if key and value:  # line protocol has no empty tag: dropped
-            tags.append(f"{key}={value}")
+            escaped.append(f"{key}={value}")
+    measurement = str(measurement).translate(_ESCAPE_MEASUREMENT)
+    return measurement + ("," + ",".join(escaped) if escaped else "")
+
+
+# A series' escaped key is the same from sample to sample (a timer's tags do not change):
+# kept, by (measurement, tags), for the last SERIES_CACHE_SIZE series written. Only keys
+# of plain strings are kept: no other built-in value equals a string, so a hit is always
+# the same text (1 and True would be one dict key, yet write "1" and "True").
+SERIES_CACHE_SIZE = 8192
+_series_cache: dict[tuple, str] = {}
+
+
+def _cached_series(point: Point) -> str:
+    key = (point.measurement, *point.tags.items())
+    try:
+        return _series_cache[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable tag value: str() of it, uncached
+        return _series(point.measurement, point.tags)
+    text = _series(point.measurement, point.tags)
+    if type(point.measurement) is str and all(
+            type(k) is str and type(v) is str for k, v in point.tags.items()):
+        if len(_series_cache) >= SERIES_CACHE_SIZE:
+            del _series_cache[next(iter(_series_cache))]  # the oldest
+        _series_cache[key] = text
+    return text
+
+
+def _line(point: Point, series=_cached_series) -> str:
+    fields = [f for f in (_field(k, v) for k, v in sorted(point.fields.items())) if f is not None]
+    if not fields:  # a point without fields has no line
+        return ""
     if not isinstance(point.time_ns, int):
         raise ValueError(point.time_ns)
-    measurement = str(point.measurement).translate(_ESCAPE_MEASUREMENT)
-    tag_text = "," + ",".join(tags) if tags else ""
-    return f"{measurement}{tag_text} {','.join(fields)} {point.time_ns}"
+    return f"{series(point)} {','.join(fields)} {point.time_ns}"
 
 
 def to_line_protocol(points: list[Point]) -> str:
