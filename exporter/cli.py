@@ -25,7 +25,8 @@ def build_collectors(config: Config) -> list:
     if config.timers.enabled:
         from .collectors.timers import TimersCollector
         from .sources.systemd_dbus import SystemdBus
-        collectors.append(TimersCollector(SystemdBus(config.timers.bus), config.timers, host, state))
+        source = SystemdBus(config.timers.bus, include=config.timers.include, wants=config.timers.wants)
+        collectors.append(TimersCollector(source, config.timers, host, state))
     docker = None
     if config.containers.enabled or config.dns.enabled:
         from .sources.docker_api import DockerSource

@@ -19,9 +19,11 @@ dbus-fast's socket writer raised BlockingIOError on this project's test machine.
 
 import asyncio
 import os
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from fnmatch import fnmatchcase
+from typing import Any, Callable, Iterable
 
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -55,6 +57,12 @@ UNSIGNALED_SERVICE_PROPERTIES = ("MemoryCurrent", "MemoryPeak")
 OPTIONAL_SERVICE_PROPERTIES = {"MemoryPeak"}  # systemd >= 254
 UNKNOWN_PROPERTY = "org.freedesktop.DBus.Error.UnknownProperty"
 UNIT_PATH_PREFIX = MANAGER_PATH + "/unit/"
+
+# What unit_name_is_valid() accepts for a timer (systemd's unit-name.c: letters, digits
+# and ":-_.\\", "@" before an instance, at most 255 bytes): a file in a unit directory
+# with another name is not a unit and is skipped, as systemd skips it.
+TIMER_NAME = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.timer")
+TIMER_SUFFIX = ".timer"
 
 # Service ActiveStates that mean the job is in progress. A oneshot service is
 # "activating" for its whole run; a simple service is "active"/"running".
@@ -164,6 +172,68 @@ def run_from(properties: dict[str, Any]) -> RunRecord | None:
                      properties["Result"])
 
 
+def _glob_tokens(glob: str) -> list[str]:
+    """A glob split as Python's fnmatch.translate() splits it: "*", "?", a bracket
+    expression "[...]" (an unclosed "[" is a literal), or one literal character."""
+    tokens, i = [], 0
+    while i < len(glob):
+        char = glob[i]
+        if char == "[":
+            j = i + 1
+            if j < len(glob) and glob[j] == "!":
+                j += 1
+            if j < len(glob) and glob[j] == "]":
+                j += 1
+            while j < len(glob) and glob[j] != "]":
+                j += 1
+            if j < len(glob):
+                tokens.append(glob[i:j + 1])
+                i = j + 1
+                continue
+        tokens.append(char)
+        i += 1
+    return tokens
+
+
+# A bracket systemd's fnmatch() reads as Python's fnmatchcase() does: "[" "!"? then
+# letters, digits and "_.:@" with ranges inside one of a-z, A-Z, 0-9 (glibc orders other
+# ranges by the locale's collation; "[^" negates there but not in Python).
+_SAME_BRACKET = re.compile(r"\[!?(?:[a-z]-[a-z]|[A-Z]-[A-Z]|[0-9]-[0-9]|[A-Za-z0-9_.:@])+\]")
+
+
+def _systemd_token(token: str) -> str:
+    """The token as a pattern for systemd's fnmatch(3), matching at least what
+    fnmatchcase matches: a bracket systemd could read differently, and a backslash (a
+    literal for Python; for systemd too, FNM_NOESCAPE, but not worth trusting), become "?"."""
+    if len(token) > 1:
+        valid = _SAME_BRACKET.fullmatch(token) and all(
+            a <= b for a, b in re.findall(r"(.)-(.)", token.lstrip("[!")))
+        return token if valid else "?"
+    return "?" if token in ("\\", "[") else token
+
+
+def timer_patterns(include: Iterable[str]) -> list[str]:
+    """Patterns for ListUnitsByPatterns / ListUnitFilesByPatterns (systemd matches them
+    with fnmatch(3)) that match every timer an `include` glob matches (fnmatchcase), and
+    as few other units as a glob can say: "backup*" becomes "backup*.timer". Whatever
+    they let through is filtered again by name (exactly) before any per-unit call."""
+    patterns = []
+    for glob in include:
+        tokens = _glob_tokens(glob)
+        stem = tokens
+        while stem and stem[-1] == "*":
+            stem = stem[:-1]
+        # "<stem>*" matches the same timers as "<stem>*.timer" unless the stem's match
+        # can end inside the ".timer" itself, i.e. its last token matches one of
+        # ".timer"'s characters ("a.t*" matches "a.timer"); then it is sent as it is.
+        if len(stem) < len(tokens) and not (stem and any(fnmatchcase(c, stem[-1]) for c in TIMER_SUFFIX)):
+            tokens = stem + ["*", *TIMER_SUFFIX]
+        pattern = "".join(_systemd_token(t) for t in tokens)
+        if pattern not in patterns:
+            patterns.append(pattern)
+    return patterns
+
+
 def _unwrap(value: Any) -> Any:
     if isinstance(value, Variant):
         return _unwrap(value.value)
@@ -177,7 +247,18 @@ def _unwrap(value: Any) -> Any:
 class SystemdBus:
     """A connection to one systemd manager. `kind` is "system" or "user"."""
 
-    def __init__(self, bus: str, environ=os.environ):
+    def __init__(self, bus: str, environ=os.environ, include: Iterable[str] = ("*",),
+                 wants: Callable[[str], bool] = lambda name: True, proc_root: str = "/proc"):
+        """include: globs on timer names, sent to systemd as patterns (timer_patterns);
+        wants(name): the exact filter (TimersConfig.wants, exclude globs included),
+        applied to every name before any call about that unit, so a timer the agent does
+        not report, and the service it starts, are never loaded or read. proc_root: where
+        the manager's process is visible, to read its unit directories (_unit_files)."""
+        self._include = list(include)
+        self._patterns = timer_patterns(self._include)
+        self._wants = wants
+        self._proc_root = proc_root
+        self._manager_root: str | None = None  # "<proc_root>/<manager PID>/root" or ""
         self.address = bus_address(bus, environ)
         self._configured = bus
         self._bus: MessageBus | None = None
@@ -210,6 +291,7 @@ class SystemdBus:
                 raise ConnectionError(f"cannot connect to D-Bus at {self.address}: {err}") from err
             if not self.kind:
                 self.kind = await self._manager_kind(self._bus)
+            self._manager_root = None  # (the manager may have been restarted)
             self._synced_at = None  # signals may have been missed while disconnected
             await self._subscribe(self._bus)
         return self._bus
@@ -272,19 +354,22 @@ class SystemdBus:
             self._dirty.add(name)
             if member == "UnitRemoved":
                 self._freed.add(name)
-        elif name.endswith(".timer") and member == "UnitNew":
+        elif member == "UnitNew" and self._reported(name):
             self._appeared.add(name)  # a timer loaded for the first time, or transient
+
+    async def _manager_pid(self, bus: MessageBus) -> int:
+        """The manager's PID in the bus daemon's PID namespace; 0 when not told."""
+        try:
+            return await self._send(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                    "org.freedesktop.DBus", "GetConnectionUnixProcessID",
+                                    "s", [SYSTEMD])
+        except DBusCallError:
+            return 0
 
     async def _manager_kind(self, bus: MessageBus) -> str:
         # On a bus given by address, the manager is the system one exactly when
         # org.freedesktop.systemd1 is PID 1 (in the bus daemon's PID namespace).
-        try:
-            pid = await self._send(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                   "org.freedesktop.DBus", "GetConnectionUnixProcessID",
-                                   "s", [SYSTEMD])
-        except DBusCallError:
-            return "user"
-        return "system" if pid == 1 else "user"
+        return "system" if await self._manager_pid(bus) == 1 else "user"
 
     async def close(self) -> None:
         if self._bus is not None:
@@ -310,19 +395,79 @@ class SystemdBus:
     async def get_all(self, unit: str, interface: str) -> dict[str, Any]:
         return await self._call(SYSTEMD, unit_path(unit), PROPERTIES, "GetAll", "s", [interface])
 
+    def _reported(self, name: str) -> bool:
+        """A timer the agent reports: a valid timer name (no template) that `wants`."""
+        return (name.endswith(TIMER_SUFFIX) and not name.endswith("@" + TIMER_SUFFIX)
+                and len(name) <= 255 and bool(TIMER_NAME.fullmatch(name))
+                and any(fnmatchcase(name, glob) for glob in self._include) and self._wants(name))
+
     async def timer_names(self) -> list[str]:
-        """Loaded timers plus installed timer unit files.
+        """The reported timers: loaded ones plus installed timer unit files.
 
         ListUnitsByPatterns only returns units in memory; systemd garbage-collects a
         stopped timer that nothing references, so unit files are listed too, or a
-        stopped backup timer would simply vanish from the data. Templates (x@.timer)
-        are not units and are skipped.
+        stopped backup timer would simply vanish from the data. Both listings take the
+        include patterns, so systemd never even matches other units' files. Templates
+        (x@.timer) are not units and are skipped.
         """
-        loaded = await self._manager("ListUnitsByPatterns", "asas", [[], ["*.timer"]])
-        files = await self._manager("ListUnitFilesByPatterns", "asas", [[], ["*.timer"]])
-        names = {row[0] for row in loaded}
-        names.update(os.path.basename(path) for path, _state in files)
-        return sorted(name for name in names if not name.endswith("@.timer"))
+        loaded = await self._manager("ListUnitsByPatterns", "asas", [[], self._patterns])
+        names = {row[0] for row in loaded if self._reported(row[0])}
+        # A loaded unit systemd read from a file (loaded, masked...); not-found and
+        # merged ones have none.
+        from_files = {row[0] for row in loaded if row[2] not in ("not-found", "merged")}
+        names.update(await self._unit_files(from_files & names))
+        return sorted(name for name in names if self._reported(name))
+
+    async def _unit_files(self, loaded: set[str]) -> set[str]:
+        """The timer unit files systemd can load. Read from the manager's UnitPath
+        directories directly where the agent sees them; else ListUnitFilesByPatterns,
+        the dearest call there is: systemd looks up each listed file's enablement
+        (unit_file_lookup_state() in its install.c, after matching the patterns)."""
+        found = await self._read_unit_dirs(loaded)
+        if found is not None:
+            return found
+        files = await self._manager("ListUnitFilesByPatterns", "asas", [[], self._patterns])
+        return {os.path.basename(path) for path, _state in files}
+
+    async def _read_unit_dirs(self, loaded: set[str]) -> set[str] | None:
+        """The timer files in the manager's UnitPath (its unit search path, the one
+        ListUnitFilesByPatterns walks), read through /proc/<its PID>/root, so through the
+        manager's own mounts; None when they cannot be seen: the manager runs in another
+        PID namespace (a container), we may not look (not root, not its user), or what we
+        see lacks a timer systemd loaded from a file."""
+        root = await self._root_of_manager()
+        if not root:
+            return None
+        found = set()
+        for directory in await self._manager_property("UnitPath"):
+            try:
+                with os.scandir(root + directory) as entries:
+                    # systemd takes regular files and symlinks (masked = link to /dev/null)
+                    found.update(e.name for e in entries if self._reported(e.name)
+                                 and (e.is_symlink() or e.is_file(follow_symlinks=False)))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError:
+                return None
+        return found if loaded <= found else None
+
+    async def _root_of_manager(self) -> str:
+        """"<proc_root>/<PID>/root" of the manager when that process is systemd as we
+        see it; "" when not (worked out once per connection)."""
+        if self._manager_root is None:
+            self._manager_root = ""
+            pid = await self._manager_pid(await self._connection())
+            try:
+                with open(f"{self._proc_root}/{pid}/comm") as comm:
+                    is_systemd = pid > 0 and comm.read().strip() == "systemd"
+                if is_systemd and os.path.isdir(f"{self._proc_root}/{pid}/root/"):
+                    self._manager_root = f"{self._proc_root}/{pid}/root"
+            except OSError:
+                pass
+        return self._manager_root
+
+    async def _manager_property(self, name: str):
+        return await self._call(SYSTEMD, MANAGER_PATH, PROPERTIES, "Get", "ss", [MANAGER, name])
 
     async def units_by_name(self, names: list[str]) -> dict[str, UnitRecord]:
         # ListUnitsByNames loads units that are not in memory, so a stopped timer or a
