@@ -172,6 +172,15 @@ def run_from(properties: dict[str, Any]) -> RunRecord | None:
                      properties["Result"])
 
 
+def never_ran(service: UnitRecord) -> bool:
+    """The service's record is the one systemd gives it when it loads it from its file:
+    inactive, no job, no run (ExecMain* unset), Result "success"."""
+    props = service.properties
+    return (service.active_state == "inactive" and not service.job_id
+            and props.get("Result") == "success" and not any(props.get(p) for p in (
+                "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp", "ExecMainExitTimestamp")))
+
+
 def _glob_tokens(glob: str) -> list[str]:
     """A glob split as Python's fnmatch.translate() splits it: "*", "?", a bracket
     expression "[...]" (an unclosed "[" is a literal), or one literal character."""
@@ -276,6 +285,7 @@ class SystemdBus:
         self._dirty: set[str] = set()   # units a signal said changed since they were read
         self._freed: set[str] = set()   # ... of which systemd garbage-collected
         self._settled: set[str] = set()  # see _loaded_or_freed()
+        self._signalled: set[str] = set()  # units with a PropertiesChanged during a full read
         self._relist = False            # unit files changed: list the timers again
         self._appeared: set[str] = set()  # timers systemd loaded that were not listed
         self._synced_at: float | None = None  # time.monotonic() of the last full read
@@ -337,6 +347,7 @@ class SystemdBus:
 
     def _changed(self, name: str) -> None:
         self._settled.discard(name)
+        self._signalled.add(name)
         if name in self._listed or name in self._services:
             self._dirty.add(name)
 
@@ -410,13 +421,18 @@ class SystemdBus:
         include patterns, so systemd never even matches other units' files. Templates
         (x@.timer) are not units and are skipped.
         """
+        names, _in_memory = await self._list_timers()
+        return names
+
+    async def _list_timers(self) -> tuple[list[str], set[str]]:
+        """(timer_names(), the ones of them systemd had in memory when listed)."""
         loaded = await self._manager("ListUnitsByPatterns", "asas", [[], self._patterns])
-        names = {row[0] for row in loaded if self._reported(row[0])}
+        in_memory = {row[0] for row in loaded if self._reported(row[0])}
         # A loaded unit systemd read from a file (loaded, masked...); not-found and
         # merged ones have none.
         from_files = {row[0] for row in loaded if row[2] not in ("not-found", "merged")}
-        names.update(await self._unit_files(from_files & names))
-        return sorted(name for name in names if self._reported(name))
+        names = in_memory | await self._unit_files(from_files & in_memory)
+        return sorted(name for name in names if self._reported(name)), in_memory
 
     async def _unit_files(self, loaded: set[str]) -> set[str]:
         """The timer unit files systemd can load. Read from the manager's UnitPath
@@ -511,13 +527,26 @@ class SystemdBus:
         # for the next sample, so nothing is lost to the race.
         self._dirty, self._relist, self._synced_at = set(), False, time.monotonic()
         self._freed, self._settled, self._appeared = set(), set(), set()
-        names = await self.timer_names()
+        self._signalled = set()
+        names, in_memory = await self._list_timers()
         self._listed = set(names)
         self._timers, self._armed = {}, {}
         await self._read_timer_units(names)
         self._services, self._service_errors = {}, {}
-        await self._read_services(sorted({t.properties["Unit"] for t in self._timers.values()}))
+        await self._read_services(sorted({t.properties["Unit"] for t in self._timers.values()}),
+                                  unloaded={t.properties["Unit"] for t in self._timers.values()
+                                            if t.name not in in_memory})
         self._watched = set(self._services)
+        # A timer systemd did not have in memory was read as a load from its file gives
+        # it, and so was a service with no run and no error; our read loaded them, and
+        # systemd frees them again (UnitNew, UnitRemoved): a new load gives the same
+        # record, so they are settled from the start (see _loaded_or_freed) and not read
+        # again after every full read, unless a PropertiesChanged came meanwhile.
+        fresh = {name for name in names if name not in in_memory} | {
+            name for name, service in self._services.items()
+            if name not in self._service_errors and never_ran(service)}
+        fresh -= self._signalled
+        self._settled, self._dirty, self._freed = fresh, self._dirty - fresh, self._freed - fresh
 
     async def _refresh(self) -> None:
         """Re-read what signals said changed, and the running services' unsignaled
@@ -546,7 +575,7 @@ class SystemdBus:
             del self._services[gone]
             self._service_errors.pop(gone, None)
         stale = sorted(n for n in wanted if n in dirty or n not in self._services)
-        await self._read_services(stale)
+        await self._read_services(stale, unloaded=freed)
         self._watched = set(self._services)
         fresh = set(stale)
         running = [s for name, s in self._services.items() if name not in fresh
@@ -580,18 +609,21 @@ class SystemdBus:
         timers = [u for u in units.values() if u.load_state == "loaded"]
         await asyncio.gather(*(self._fill(u, TIMER) for u in timers))
         timers = [u for u in timers if u.properties]  # vanished while we read
-        armed = await asyncio.gather(*(self._armed_since(t.name) for t in timers))
+        armed = await asyncio.gather(*(self._armed_since(t) for t in timers))
         for timer, armed_since in zip(timers, armed):
             self._timers[timer.name] = timer
             self._armed[timer.name] = armed_since
 
-    async def _read_services(self, names: list[str]) -> None:
+    async def _read_services(self, names: list[str], unloaded: set[str] = frozenset()) -> None:
+        """unloaded: services likely not in memory (their timer was not, or systemd freed
+        them), read with one GetAll (see _fill_service)."""
         self.stats.units_read += len(names)
         services = await self.units_by_name(names)
         for name in names:
             self._services.pop(name, None)
             self._service_errors.pop(name, None)
-        errors = await asyncio.gather(*(self._fill(s, SERVICE) for s in services.values()))
+        errors = await asyncio.gather(*(self._fill_service(s, s.name in unloaded)
+                                        for s in services.values()))
         self._services.update(services)
         self._service_errors.update((n, e) for n, e in zip(services, errors) if e)
 
@@ -607,17 +639,20 @@ class SystemdBus:
                 self._dirty.add(service.name)  # read it whole next time
                 return
 
-    async def _armed_since(self, timer: str) -> int:
+    async def _armed_since(self, timer: UnitRecord) -> int:
+        """The timer's ActiveEnterTimestamp; 0 for one not active, which is not asked
+        (an unloaded timer that is asked is loaded again: each call loads it anew once
+        systemd has freed it after the previous one)."""
+        if timer.active_state != "active":
+            return 0
         try:
-            return await self._call(SYSTEMD, unit_path(timer), PROPERTIES, "Get", "ss",
+            return await self._call(SYSTEMD, unit_path(timer.name), PROPERTIES, "Get", "ss",
                                     [UNIT, "ActiveEnterTimestamp"])
         except DBusCallError:
             return 0
 
     async def _fill(self, unit: UnitRecord, interface: str) -> str:
-        """Read `interface`'s properties into unit; the error text when that fails."""
-        if interface == SERVICE:
-            return await self._fill_service(unit)
+        """Read the Timer `interface`'s properties into unit; the error text when that fails."""
         try:
             found = await self.get_all(unit.name, interface)
             unit.properties = {k: found[k] for k in TIMER_PROPERTIES if k in found}
@@ -625,10 +660,23 @@ class SystemdBus:
             return str(err)
         return ""
 
-    async def _fill_service(self, unit: UnitRecord) -> str:
+    async def _fill_service(self, unit: UnitRecord, unloaded: bool = False) -> str:
+        """A few Gets; or, for a unit systemd is likely to have freed (unloaded), one
+        GetAll: systemd frees an unneeded unit between two calls and loads it from its
+        files again for each (manager_dispatch_gc_unit_queue() runs between messages),
+        so six Gets would load it six times. Both give the same properties."""
         wanted = [p for p in SERVICE_PROPERTIES if p not in self._unsupported]
         if is_running(unit.active_state, unit.sub_state):
             wanted.append("MemoryCurrent")
+        if unloaded:
+            try:
+                found = await self.get_all(unit.name, SERVICE)
+            except DBusCallError:
+                found = {}  # the Gets say why, in the words they always do
+            if all(p in found or p in OPTIONAL_SERVICE_PROPERTIES for p in wanted):
+                self._unsupported.update(p for p in wanted if p not in found)
+                unit.properties = {p: found[p] for p in wanted if p in found}
+                return ""
         path = unit_path(unit.name)
         values = await asyncio.gather(*(self._get(path, SERVICE, p) for p in wanted),
                                       return_exceptions=True)
