@@ -28,10 +28,42 @@ _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\
 _ESCAPE_STRING = str.maketrans({'"': r'\"', "\\": r"\\"})
 
 
+# Field names are a small fixed vocabulary: each escaped once (string names only, at most
+# FIELD_KEY_CACHE_SIZE of them).
+FIELD_KEY_CACHE_SIZE = 1024
+_field_key_cache: dict[str, str] = {}
+
+
+def _field_key(key) -> str:
+    escaped = _field_key_cache.get(key) if type(key) is str else None
+    if escaped is None:
+        escaped = str(key).translate(_ESCAPE_KEY)
+        if type(key) is str and len(_field_key_cache) < FIELD_KEY_CACHE_SIZE:
+            _field_key_cache[key] = escaped
+    return escaped
+
+
+# String field values mostly repeat from sample to sample (a schedule, "success",
+# "inactive"): the last STRING_CACHE_SIZE escaped ones are kept.
+STRING_CACHE_SIZE = 8192
+_string_cache: dict[str, str] = {}
+
+
+def _string_value(value: str) -> str:
+    escaped = _string_cache.get(value) if type(value) is str else None
+    if escaped is None:
+        escaped = value.translate(_ESCAPE_STRING)
+        if type(value) is str:
+            if len(_string_cache) >= STRING_CACHE_SIZE:
+                del _string_cache[next(iter(_string_cache))]  # the oldest
+            _string_cache[value] = escaped
+    return escaped
+
+
 def _field(key: str, value) -> str | None:
     if value is None:
         return None
-    name, key = key, str(key).translate(_ESCAPE_KEY)
+    name, key = key, _field_key(key)
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
@@ -43,7 +75,7 @@ def _field(key: str, value) -> str | None:
     if isinstance(value, bool):
         return f"{key}={str(value).lower()}"
     if isinstance(value, str):
-        return f'{key}="{value.translate(_ESCAPE_STRING)}"'
+        return f'{key}="{_string_value(value)}"'
     raise ValueError(f'Type: "{type(value)}" of field: "{name}" is not supported.')
 
 

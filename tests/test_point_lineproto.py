@@ -10,7 +10,7 @@ from hypothesis import example, given, settings, strategies as st
 from influxdb_client.client.write.point import Point as InfluxPoint, WritePrecision
 
 from exporter import point as point_module
-from exporter.point import SERIES_CACHE_SIZE, Point, _line, _series, to_line_protocol
+from exporter.point import SERIES_CACHE_SIZE, Point, _series, to_line_protocol
 
 # influxdb-client warns about a measurement starting with "#"; the bytes are what count.
 pytestmark = pytest.mark.filterwarnings("ignore::SyntaxWarning")
@@ -74,19 +74,30 @@ def test_a_value_of_another_type_is_refused_like_influxdb_client():
         to_line_protocol([Point("m", {}, {"f": [1]}, 0)])
 
 
-# The escaped series key (measurement + tags) is cached between samples: the bytes must be
-# those of escaping every point afresh, whatever was written before, including tag values
-# that are equal as dict keys but not as text (1, True, 1.0) and a cache that overflows.
+# What repeats between samples is escaped once and kept: the series key (measurement +
+# tags), field names, string values. The bytes must be those of escaping every point
+# afresh, whatever was written before, including values that are equal as dict keys but
+# not as text (1, True, 1.0) and caches that overflow.
 _TAG_VALUES = st.one_of(st.text(' ,="\\\n\t\rabc0é', max_size=4), st.none(), st.integers(-1, 2),
                         st.booleans(), st.sampled_from([1.0, 0.0]))
+_FIELD_VALUES = st.one_of(st.text(' ,="\\\nab', max_size=4), st.integers(-1, 2), st.booleans())
 _POINTS = st.lists(st.builds(
     Point, st.sampled_from(["m", "m x", "a,b", "t"]),
     st.dictionaries(st.sampled_from(["host", "a b", "k=", "", "timer"]), _TAG_VALUES, max_size=3),
-    st.fixed_dictionaries({"f": st.integers(0, 3)}), st.integers(0, 2**63)), max_size=25)
+    st.dictionaries(st.sampled_from(["f", "a b", "k=", 'q"', "x,y"]), _FIELD_VALUES, min_size=1,
+                    max_size=3),
+    st.integers(0, 2**63)), max_size=25)
 
 
 def uncached(points):
-    lines = [_line(p, series=lambda p: _series(p.measurement, p.tags)) for p in points]
+    """to_line_protocol() with every cache bypassed: each name and value escaped afresh."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(point_module, "_cached_series", lambda p: _series(p.measurement, p.tags))
+        patch.setattr(point_module, "_field_key",
+                      lambda key: str(key).translate(point_module._ESCAPE_KEY))
+        patch.setattr(point_module, "_string_value",
+                      lambda value: value.translate(point_module._ESCAPE_STRING))
+        lines = [point_module._line(p, series=point_module._cached_series) for p in points]
     return "".join(line + "\n" for line in lines if line)
 
 
@@ -95,13 +106,17 @@ def uncached(points):
 @example(earlier=[Point("m", {"host": 1}, {"f": 0}, 0), Point("m", {"host": "1"}, {"f": 0}, 0)],
          points=[Point("m", {"host": True}, {"f": 0}, 0), Point("m", {"host": 1.0}, {"f": 0}, 0)],
          size=SERIES_CACHE_SIZE)
-def test_cached_series_keys_write_the_bytes_of_escaping_afresh(earlier, points, size):
+def test_cached_escaping_writes_the_bytes_of_escaping_afresh(earlier, points, size):
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(point_module, "SERIES_CACHE_SIZE", size)
-        patch.setattr(point_module, "_series_cache", {})
-        to_line_protocol(earlier)  # fills the cache with other (and equal-keyed) series
+        for name in ("SERIES_CACHE_SIZE", "STRING_CACHE_SIZE", "FIELD_KEY_CACHE_SIZE"):
+            patch.setattr(point_module, name, size)
+        for name in ("_series_cache", "_string_cache", "_field_key_cache"):
+            patch.setattr(point_module, name, {})
+        to_line_protocol(earlier)  # fills the caches with other (and equal-keyed) entries
         first, again = to_line_protocol(points), to_line_protocol(points)
         assert len(point_module._series_cache) <= size
+        assert len(point_module._string_cache) <= size
+        assert len(point_module._field_key_cache) <= size
     assert first == again == uncached(points)
     if all(type(v) is str for p in points for v in p.tags.values()):
         assert first == theirs(points)
