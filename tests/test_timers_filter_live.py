@@ -121,7 +121,7 @@ def reported(points):
 @pytest.mark.parametrize("unit_dirs", ["read directly", "listed by systemd"])
 def test_a_unit_outside_include_or_inside_exclude_is_never_read(many_timers, unit_dirs):
     manager = many_timers
-    # "/nonexistent": the manager's process is not visible (as in the compose container),
+    # "/nonexistent": the manager's process is not visible (a container without pid: host),
     # so its unit directories cannot be read and systemd lists the unit files.
     proc_root = "/proc" if unit_dirs == "read directly" else "/nonexistent"
 

@@ -474,8 +474,10 @@ class SystemdBus:
             self._manager_root = ""
             pid = await self._manager_pid(await self._connection())
             try:
+                # A PID from another PID namespace names another process here, or none.
+                # ("init": PID 1 exec'ed as /sbin/init, a link to systemd, may be named so.)
                 with open(f"{self._proc_root}/{pid}/comm") as comm:
-                    is_systemd = pid > 0 and comm.read().strip() == "systemd"
+                    is_systemd = pid > 0 and comm.read().strip() in ("systemd", "init")
                 if is_systemd and os.path.isdir(f"{self._proc_root}/{pid}/root/"):
                     self._manager_root = f"{self._proc_root}/{pid}/root"
             except OSError:
