@@ -549,11 +549,13 @@ class SystemdBus:
             if name not in self._service_errors and never_ran(service)}
         fresh -= self._signalled
         self._settled, self._dirty, self._freed = fresh, self._dirty - fresh, self._freed - fresh
+        self._signalled = set()
 
     async def _refresh(self) -> None:
         """Re-read what signals said changed, and the running services' unsignaled
         properties. Ends with the same records a full read would give."""
         self.stats.refreshes += 1
+        self._signalled = set()  # (only a full read looks at it)
         # A round trip to systemd first: it flushes its signal queue before it answers
         # any call, so every signal for a change made before now has been handled.
         await self._call(SYSTEMD, MANAGER_PATH, "org.freedesktop.DBus.Peer", "Ping")
