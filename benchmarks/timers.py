@@ -17,8 +17,10 @@ memory is read on every sample). Then, with nothing else happening:
 Wall time (perf_counter), CPU time of the process (ours: process_time; node_exporter:
 utime+stime from /proc/PID/stat) and the CPU systemd itself spent answering, per sample.
 
-  listing   ListUnitFilesByPatterns + ListUnitsByPatterns alone: part of every full
-            read (how stopped timers that systemd unloaded are found)
+  listing   SystemdBus.timer_names() alone: ListUnitsByPatterns and the unit files (the
+            manager's unit directories read directly where visible, as here, else
+            ListUnitFilesByPatterns): part of every full read (how stopped timers that
+            systemd unloaded are found)
 
 Run: .venv/bin/python -m benchmarks.timers [--sizes 50,200,1000] [--rounds 20] [--unit-dir data|config]
 Installs prometheus-node-exporter with apt-get when it is missing (root).
@@ -129,7 +131,7 @@ class Meter:
 
 async def ours(manager: UserManager, count: int, rounds: int, meter: Meter) -> dict:
     config = load_config(None, {"TICK_EXPORTER_TIMERS_RESYNC_INTERVAL": "10m", "TICK_EXPORTER_TIMERS_INCLUDE": "bench-*"}).timers
-    source = SystemdBus(manager.bus_address)
+    source = SystemdBus(manager.bus_address, include=config.include, wants=config.wants)
     collector = TimersCollector(source, config, "bench")
     results = {}
     try:
@@ -154,7 +156,7 @@ async def ours(manager: UserManager, count: int, rounds: int, meter: Meter) -> d
         results["full"] = await meter.measure(full, max(3, rounds // 4))
 
         async def cold():
-            fresh = SystemdBus(manager.bus_address)
+            fresh = SystemdBus(manager.bus_address, include=config.include, wants=config.wants)
             try:
                 await TimersCollector(fresh, config, "bench").collect(Now.read())
             finally:

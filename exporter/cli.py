@@ -33,7 +33,7 @@ def build_collectors(config: Config, state) -> list:
         from .collectors.timers import TimersCollector
         from .sources.systemd_dbus import SystemdBus
         from .sources.zones import ZoneSources
-        bus = SystemdBus(config.timers.bus)
+        bus = SystemdBus(config.timers.bus, include=config.timers.include, wants=config.timers.wants)
         collectors.append(TimersCollector(bus, config.timers, host, state,
                                           ZoneSources(bus, config.timers.timezone)))
     docker = None

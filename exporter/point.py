@@ -28,10 +28,42 @@ _ESCAPE_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\
 _ESCAPE_STRING = str.maketrans({'"': r'\"', "\\": r"\\"})
 
 
+# Field names are a small fixed vocabulary: each escaped once (string names only, at most
+# FIELD_KEY_CACHE_SIZE of them).
+FIELD_KEY_CACHE_SIZE = 1024
+_field_key_cache: dict[str, str] = {}
+
+
+def _field_key(key) -> str:
+    escaped = _field_key_cache.get(key) if type(key) is str else None
+    if escaped is None:
+        escaped = str(key).translate(_ESCAPE_KEY)
+        if type(key) is str and len(_field_key_cache) < FIELD_KEY_CACHE_SIZE:
+            _field_key_cache[key] = escaped
+    return escaped
+
+
+# String field values mostly repeat from sample to sample (a schedule, "success",
+# "inactive"): the last STRING_CACHE_SIZE escaped ones are kept.
+STRING_CACHE_SIZE = 8192
+_string_cache: dict[str, str] = {}
+
+
+def _string_value(value: str) -> str:
+    escaped = _string_cache.get(value) if type(value) is str else None
+    if escaped is None:
+        escaped = value.translate(_ESCAPE_STRING)
+        if type(value) is str:
+            if len(_string_cache) >= STRING_CACHE_SIZE:
+                del _string_cache[next(iter(_string_cache))]  # the oldest
+            _string_cache[value] = escaped
+    return escaped
+
+
 def _field(key: str, value) -> str | None:
     if value is None:
         return None
-    name, key = key, str(key).translate(_ESCAPE_KEY)
+    name, key = key, _field_key(key)
     if isinstance(value, float):
         if not math.isfinite(value):
             return None
@@ -43,28 +75,57 @@ def _field(key: str, value) -> str | None:
     if isinstance(value, bool):
         return f"{key}={str(value).lower()}"
     if isinstance(value, str):
-        return f'{key}="{value.translate(_ESCAPE_STRING)}"'
+        return f'{key}="{_string_value(value)}"'
     raise ValueError(f'Type: "{type(value)}" of field: "{name}" is not supported.')
 
 
-def _line(point: Point) -> str:
-    fields = [f for f in (_field(k, v) for k, v in sorted(point.fields.items())) if f is not None]
-    if not fields:  # a point without fields has no line
-        return ""
-    tags = []
-    for key, value in sorted(point.tags.items()):
+def _series(measurement, tags: dict) -> str:
+    """`measurement,tag=value,...`: escaped, sorted, None and empty tags dropped."""
+    escaped = []
+    for key, value in sorted(tags.items()):
         if value is None:
             continue
         key, value = str(key).translate(_ESCAPE_KEY), str(value).translate(_ESCAPE_KEY)
         if value.endswith("\\"):
             value += " "
         if key and value:  # line protocol has no empty tag: dropped
-            tags.append(f"{key}={value}")
+            escaped.append(f"{key}={value}")
+    measurement = str(measurement).translate(_ESCAPE_MEASUREMENT)
+    return measurement + ("," + ",".join(escaped) if escaped else "")
+
+
+# A series' escaped key is the same from sample to sample (a timer's tags do not change):
+# kept, by (measurement, tags), for the last SERIES_CACHE_SIZE series written. Only keys
+# of plain strings are kept: no other built-in value equals a string, so a hit is always
+# the same text (1 and True would be one dict key, yet write "1" and "True").
+SERIES_CACHE_SIZE = 8192
+_series_cache: dict[tuple, str] = {}
+
+
+def _cached_series(point: Point) -> str:
+    key = (point.measurement, *point.tags.items())
+    try:
+        return _series_cache[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable tag value: str() of it, uncached
+        return _series(point.measurement, point.tags)
+    text = _series(point.measurement, point.tags)
+    if type(point.measurement) is str and all(
+            type(k) is str and type(v) is str for k, v in point.tags.items()):
+        if len(_series_cache) >= SERIES_CACHE_SIZE:
+            del _series_cache[next(iter(_series_cache))]  # the oldest
+        _series_cache[key] = text
+    return text
+
+
+def _line(point: Point, series=_cached_series) -> str:
+    fields = [f for f in (_field(k, v) for k, v in sorted(point.fields.items())) if f is not None]
+    if not fields:  # a point without fields has no line
+        return ""
     if not isinstance(point.time_ns, int):
         raise ValueError(point.time_ns)
-    measurement = str(point.measurement).translate(_ESCAPE_MEASUREMENT)
-    tag_text = "," + ",".join(tags) if tags else ""
-    return f"{measurement}{tag_text} {','.join(fields)} {point.time_ns}"
+    return f"{series(point)} {','.join(fields)} {point.time_ns}"
 
 
 def to_line_protocol(points: list[Point]) -> str:

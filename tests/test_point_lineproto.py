@@ -6,9 +6,11 @@ import math
 import random
 
 import pytest
+from hypothesis import example, given, settings, strategies as st
 from influxdb_client.client.write.point import Point as InfluxPoint, WritePrecision
 
-from exporter.point import Point, to_line_protocol
+from exporter import point as point_module
+from exporter.point import SERIES_CACHE_SIZE, Point, _series, to_line_protocol
 
 # influxdb-client warns about a measurement starting with "#"; the bytes are what count.
 pytestmark = pytest.mark.filterwarnings("ignore::SyntaxWarning")
@@ -70,3 +72,60 @@ def test_random_points(seed):
 def test_a_value_of_another_type_is_refused_like_influxdb_client():
     with pytest.raises(ValueError, match='of field: "f" is not supported'):
         to_line_protocol([Point("m", {}, {"f": [1]}, 0)])
+
+
+# What repeats between samples is escaped once and kept: the series key (measurement +
+# tags), field names, string values. The bytes must be those of escaping every point
+# afresh, whatever was written before, including values that are equal as dict keys but
+# not as text (1, True, 1.0) and caches that overflow.
+_TAG_VALUES = st.one_of(st.text(' ,="\\\n\t\rabc0é', max_size=4), st.none(), st.integers(-1, 2),
+                        st.booleans(), st.sampled_from([1.0, 0.0]))
+_FIELD_VALUES = st.one_of(st.text(' ,="\\\nab', max_size=4), st.integers(-1, 2), st.booleans())
+_POINTS = st.lists(st.builds(
+    Point, st.sampled_from(["m", "m x", "a,b", "t"]),
+    st.dictionaries(st.sampled_from(["host", "a b", "k=", "", "timer"]), _TAG_VALUES, max_size=3),
+    st.dictionaries(st.sampled_from(["f", "a b", "k=", 'q"', "x,y"]), _FIELD_VALUES, min_size=1,
+                    max_size=3),
+    st.integers(0, 2**63)), max_size=25)
+
+
+def uncached(points):
+    """to_line_protocol() with every cache bypassed: each name and value escaped afresh."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(point_module, "_cached_series", lambda p: _series(p.measurement, p.tags))
+        patch.setattr(point_module, "_field_key",
+                      lambda key: str(key).translate(point_module._ESCAPE_KEY))
+        patch.setattr(point_module, "_string_value",
+                      lambda value: value.translate(point_module._ESCAPE_STRING))
+        lines = [point_module._line(p, series=point_module._cached_series) for p in points]
+    return "".join(line + "\n" for line in lines if line)
+
+
+@settings(max_examples=300, deadline=None)
+@given(earlier=_POINTS, points=_POINTS, size=st.sampled_from([1, 3, SERIES_CACHE_SIZE]))
+@example(earlier=[Point("m", {"host": 1}, {"f": 0}, 0), Point("m", {"host": "1"}, {"f": 0}, 0)],
+         points=[Point("m", {"host": True}, {"f": 0}, 0), Point("m", {"host": 1.0}, {"f": 0}, 0)],
+         size=SERIES_CACHE_SIZE)
+def test_cached_escaping_writes_the_bytes_of_escaping_afresh(earlier, points, size):
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("SERIES_CACHE_SIZE", "STRING_CACHE_SIZE", "FIELD_KEY_CACHE_SIZE"):
+            patch.setattr(point_module, name, size)
+        for name in ("_series_cache", "_string_cache", "_field_key_cache"):
+            patch.setattr(point_module, name, {})
+        to_line_protocol(earlier)  # fills the caches with other (and equal-keyed) entries
+        first, again = to_line_protocol(points), to_line_protocol(points)
+        assert len(point_module._series_cache) <= size
+        assert len(point_module._string_cache) <= size
+        assert len(point_module._field_key_cache) <= size
+    assert first == again == uncached(points)
+    if all(type(v) is str for p in points for v in p.tags.values()):
+        assert first == theirs(points)
+
+
+def test_a_series_key_is_escaped_once_and_reused():
+    point_module._series_cache.clear()
+    points = [Point("systemd_timer", {"host": "h", "timer": "a b.timer"}, {"x": i}, i) for i in range(3)]
+    text = to_line_protocol(points)
+    assert text.count("systemd_timer,host=h,timer=a\\ b.timer x=") == 3
+    assert point_module._series_cache == {
+        ("systemd_timer", ("host", "h"), ("timer", "a b.timer")): "systemd_timer,host=h,timer=a\\ b.timer"}

@@ -43,7 +43,7 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
     if missing:
         report.extend(missing)
         return
-    source = SystemdBus(config.timers.bus)
+    source = SystemdBus(config.timers.bus, include=config.timers.include, wants=config.timers.wants)
     try:
         snapshot = await asyncio.wait_for(source.read_timers(), READ_TIMEOUT)
         # The running agent's memory (last success, failure streak), read only.

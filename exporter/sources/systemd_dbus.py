@@ -20,9 +20,11 @@ dbus-fast's socket writer raised BlockingIOError on this project's test machine.
 import asyncio
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from fnmatch import fnmatchcase
+from typing import Any, Callable, Iterable
 
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -61,6 +63,12 @@ OPTIONAL_SERVICE_PROPERTIES = {"MemoryPeak"}  # systemd >= 254
 UNKNOWN_PROPERTY = "org.freedesktop.DBus.Error.UnknownProperty"
 UNIT_PATH_PREFIX = MANAGER_PATH + "/unit/"
 log = logging.getLogger("tick_exporter.systemd")
+
+# What unit_name_is_valid() accepts for a timer (systemd's unit-name.c: letters, digits
+# and ":-_.\\", "@" before an instance, at most 255 bytes): a file in a unit directory
+# with another name is not a unit and is skipped, as systemd skips it.
+TIMER_NAME = re.compile(r"[A-Za-z0-9:_.\\-]+(@[A-Za-z0-9:_.\\-]*)?\.timer")
+TIMER_SUFFIX = ".timer"
 
 # Service ActiveStates that mean the job is in progress. A oneshot service is
 # "activating" for its whole run; a simple service is "active"/"running".
@@ -202,6 +210,77 @@ def _quiet_orphaned_write_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+def never_ran(service: UnitRecord) -> bool:
+    """The service's record is the one systemd gives it when it loads it from its file:
+    inactive, no job, no run (ExecMain* unset), Result "success"."""
+    props = service.properties
+    return (service.active_state == "inactive" and not service.job_id
+            and props.get("Result") == "success" and not any(props.get(p) for p in (
+                "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp", "ExecMainExitTimestamp")))
+
+
+def _glob_tokens(glob: str) -> list[str]:
+    """A glob split as Python's fnmatch.translate() splits it: "*", "?", a bracket
+    expression "[...]" (an unclosed "[" is a literal), or one literal character."""
+    tokens, i = [], 0
+    while i < len(glob):
+        char = glob[i]
+        if char == "[":
+            j = i + 1
+            if j < len(glob) and glob[j] == "!":
+                j += 1
+            if j < len(glob) and glob[j] == "]":
+                j += 1
+            while j < len(glob) and glob[j] != "]":
+                j += 1
+            if j < len(glob):
+                tokens.append(glob[i:j + 1])
+                i = j + 1
+                continue
+        tokens.append(char)
+        i += 1
+    return tokens
+
+
+# A bracket systemd's fnmatch() reads as Python's fnmatchcase() does: "[" "!"? then
+# letters, digits and "_.:@" with ranges inside one of a-z, A-Z, 0-9 (glibc orders other
+# ranges by the locale's collation; "[^" negates there but not in Python).
+_SAME_BRACKET = re.compile(r"\[!?(?:[a-z]-[a-z]|[A-Z]-[A-Z]|[0-9]-[0-9]|[A-Za-z0-9_.:@])+\]")
+
+
+def _systemd_token(token: str) -> str:
+    """The token as a pattern for systemd's fnmatch(3), matching at least what
+    fnmatchcase matches: a bracket systemd could read differently, and a backslash (a
+    literal for Python; for systemd too, FNM_NOESCAPE, but not worth trusting), become "?"."""
+    if len(token) > 1:
+        valid = _SAME_BRACKET.fullmatch(token) and all(
+            a <= b for a, b in re.findall(r"(.)-(.)", token.lstrip("[!")))
+        return token if valid else "?"
+    return "?" if token in ("\\", "[") else token
+
+
+def timer_patterns(include: Iterable[str]) -> list[str]:
+    """Patterns for ListUnitsByPatterns / ListUnitFilesByPatterns (systemd matches them
+    with fnmatch(3)) that match every timer an `include` glob matches (fnmatchcase), and
+    as few other units as a glob can say: "backup*" becomes "backup*.timer". Whatever
+    they let through is filtered again by name (exactly) before any per-unit call."""
+    patterns = []
+    for glob in include:
+        tokens = _glob_tokens(glob)
+        stem = tokens
+        while stem and stem[-1] == "*":
+            stem = stem[:-1]
+        # "<stem>*" matches the same timers as "<stem>*.timer" unless the stem's match
+        # can end inside the ".timer" itself, i.e. its last token matches one of
+        # ".timer"'s characters ("a.t*" matches "a.timer"); then it is sent as it is.
+        if len(stem) < len(tokens) and not (stem and any(fnmatchcase(c, stem[-1]) for c in TIMER_SUFFIX)):
+            tokens = stem + ["*", *TIMER_SUFFIX]
+        pattern = "".join(_systemd_token(t) for t in tokens)
+        if pattern not in patterns:
+            patterns.append(pattern)
+    return patterns
+
+
 def _unwrap(value: Any) -> Any:
     if isinstance(value, Variant):
         return _unwrap(value.value)
@@ -215,7 +294,18 @@ def _unwrap(value: Any) -> Any:
 class SystemdBus:
     """A connection to one systemd manager. `kind` is "system" or "user"."""
 
-    def __init__(self, bus: str, environ=os.environ):
+    def __init__(self, bus: str, environ=os.environ, include: Iterable[str] = ("*",),
+                 wants: Callable[[str], bool] = lambda name: True, proc_root: str = "/proc"):
+        """include: globs on timer names, sent to systemd as patterns (timer_patterns);
+        wants(name): the exact filter (TimersConfig.wants, exclude globs included),
+        applied to every name before any call about that unit, so a timer the agent does
+        not report, and the service it starts, are never loaded or read. proc_root: where
+        the manager's process is visible, to read its unit directories (_unit_files)."""
+        self._include = list(include)
+        self._patterns = timer_patterns(self._include)
+        self._wants = wants
+        self._proc_root = proc_root
+        self._manager_root: str | None = None  # "<proc_root>/<manager PID>/root" or ""
         self.address = bus_address(bus, environ)
         self._configured = bus
         self._bus: MessageBus | None = None
@@ -233,6 +323,7 @@ class SystemdBus:
         self._dirty: set[str] = set()   # units a signal said changed since they were read
         self._freed: set[str] = set()   # ... of which systemd garbage-collected
         self._settled: set[str] = set()  # see _loaded_or_freed()
+        self._signalled: set[str] = set()  # units with a PropertiesChanged during a full read
         self._relist = False            # unit files changed: list the timers again
         self._appeared: set[str] = set()  # timers systemd loaded that were not listed
         self._synced_at: float | None = None  # time.monotonic() of the last full read
@@ -249,6 +340,7 @@ class SystemdBus:
                 raise ConnectionError(f"cannot connect to D-Bus at {self.address}: {err}") from err
             if not self.kind:
                 self.kind = await self._manager_kind(self._bus)
+            self._manager_root = None  # (the manager may have been restarted)
             self._synced_at = None  # signals may have been missed while disconnected
             await self._subscribe(self._bus)
         return self._bus
@@ -294,6 +386,7 @@ class SystemdBus:
 
     def _changed(self, name: str) -> None:
         self._settled.discard(name)
+        self._signalled.add(name)
         if name in self._listed or name in self._services:
             self._dirty.add(name)
 
@@ -311,19 +404,22 @@ class SystemdBus:
             self._dirty.add(name)
             if member == "UnitRemoved":
                 self._freed.add(name)
-        elif name.endswith(".timer") and member == "UnitNew":
+        elif member == "UnitNew" and self._reported(name):
             self._appeared.add(name)  # a timer loaded for the first time, or transient
+
+    async def _manager_pid(self, bus: MessageBus) -> int:
+        """The manager's PID in the bus daemon's PID namespace; 0 when not told."""
+        try:
+            return await self._send(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                    "org.freedesktop.DBus", "GetConnectionUnixProcessID",
+                                    "s", [SYSTEMD])
+        except DBusCallError:
+            return 0
 
     async def _manager_kind(self, bus: MessageBus) -> str:
         # On a bus given by address, the manager is the system one exactly when
         # org.freedesktop.systemd1 is PID 1 (in the bus daemon's PID namespace).
-        try:
-            pid = await self._send(bus, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                   "org.freedesktop.DBus", "GetConnectionUnixProcessID",
-                                   "s", [SYSTEMD])
-        except DBusCallError:
-            return "user"
-        return "system" if pid == 1 else "user"
+        return "system" if await self._manager_pid(bus) == 1 else "user"
 
     async def close(self) -> None:
         if self._bus is not None:
@@ -365,19 +461,86 @@ class SystemdBus:
     async def get_all(self, unit: str, interface: str) -> dict[str, Any]:
         return await self._call(SYSTEMD, unit_path(unit), PROPERTIES, "GetAll", "s", [interface])
 
+    def _reported(self, name: str) -> bool:
+        """A timer the agent reports: a valid timer name (no template) that `wants`."""
+        return (name.endswith(TIMER_SUFFIX) and not name.endswith("@" + TIMER_SUFFIX)
+                and len(name) <= 255 and bool(TIMER_NAME.fullmatch(name))
+                and any(fnmatchcase(name, glob) for glob in self._include) and self._wants(name))
+
     async def timer_names(self) -> list[str]:
-        """Loaded timers plus installed timer unit files.
+        """The reported timers: loaded ones plus installed timer unit files.
 
         ListUnitsByPatterns only returns units in memory; systemd garbage-collects a
         stopped timer that nothing references, so unit files are listed too, or a
-        stopped backup timer would simply vanish from the data. Templates (x@.timer)
-        are not units and are skipped.
+        stopped backup timer would simply vanish from the data. Both listings take the
+        include patterns, so systemd never even matches other units' files. Templates
+        (x@.timer) are not units and are skipped.
         """
-        loaded = await self._manager("ListUnitsByPatterns", "asas", [[], ["*.timer"]])
-        files = await self._manager("ListUnitFilesByPatterns", "asas", [[], ["*.timer"]])
-        names = {row[0] for row in loaded}
-        names.update(os.path.basename(path) for path, _state in files)
-        return sorted(name for name in names if not name.endswith("@.timer"))
+        names, _in_memory = await self._list_timers()
+        return names
+
+    async def _list_timers(self) -> tuple[list[str], set[str]]:
+        """(timer_names(), the ones of them systemd had in memory when listed)."""
+        loaded = await self._manager("ListUnitsByPatterns", "asas", [[], self._patterns])
+        in_memory = {row[0] for row in loaded if self._reported(row[0])}
+        # A loaded unit systemd read from a file (loaded, masked...); not-found and
+        # merged ones have none.
+        from_files = {row[0] for row in loaded if row[2] not in ("not-found", "merged")}
+        names = in_memory | await self._unit_files(from_files & in_memory)
+        return sorted(name for name in names if self._reported(name)), in_memory
+
+    async def _unit_files(self, loaded: set[str]) -> set[str]:
+        """The timer unit files systemd can load. Read from the manager's UnitPath
+        directories directly where the agent sees them; else ListUnitFilesByPatterns,
+        the dearest call there is: systemd looks up each listed file's enablement
+        (unit_file_lookup_state() in its install.c, after matching the patterns)."""
+        found = await self._read_unit_dirs(loaded)
+        if found is not None:
+            return found
+        files = await self._manager("ListUnitFilesByPatterns", "asas", [[], self._patterns])
+        return {os.path.basename(path) for path, _state in files}
+
+    async def _read_unit_dirs(self, loaded: set[str]) -> set[str] | None:
+        """The timer files in the manager's UnitPath (its unit search path, the one
+        ListUnitFilesByPatterns walks), read through /proc/<its PID>/root, so through the
+        manager's own mounts; None when they cannot be seen: the manager runs in another
+        PID namespace (a container), we may not look (not root, not its user), or what we
+        see lacks a timer systemd loaded from a file."""
+        root = await self._root_of_manager()
+        if not root:
+            return None
+        found = set()
+        for directory in await self._manager_property("UnitPath"):
+            try:
+                with os.scandir(root + directory) as entries:
+                    # systemd takes regular files and symlinks (masked = link to /dev/null)
+                    found.update(e.name for e in entries if self._reported(e.name)
+                                 and (e.is_symlink() or e.is_file(follow_symlinks=False)))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError:
+                return None
+        return found if loaded <= found else None
+
+    async def _root_of_manager(self) -> str:
+        """"<proc_root>/<PID>/root" of the manager when that process is systemd as we
+        see it; "" when not (worked out once per connection)."""
+        if self._manager_root is None:
+            self._manager_root = ""
+            pid = await self._manager_pid(await self._connection())
+            try:
+                # A PID from another PID namespace names another process here, or none.
+                # ("init": PID 1 exec'ed as /sbin/init, a link to systemd, may be named so.)
+                with open(f"{self._proc_root}/{pid}/comm") as comm:
+                    is_systemd = pid > 0 and comm.read().strip() in ("systemd", "init")
+                if is_systemd and os.path.isdir(f"{self._proc_root}/{pid}/root/"):
+                    self._manager_root = f"{self._proc_root}/{pid}/root"
+            except OSError:
+                pass
+        return self._manager_root
+
+    async def _manager_property(self, name: str):
+        return await self._call(SYSTEMD, MANAGER_PATH, PROPERTIES, "Get", "ss", [MANAGER, name])
 
     async def units_by_name(self, names: list[str]) -> dict[str, UnitRecord]:
         # ListUnitsByNames loads units that are not in memory, so a stopped timer or a
@@ -429,18 +592,33 @@ class SystemdBus:
         # for the next sample, so nothing is lost to the race.
         self._dirty, self._relist, self._synced_at = set(), False, time.monotonic()
         self._freed, self._settled, self._appeared = set(), set(), set()
-        names = await self.timer_names()
+        self._signalled = set()
+        names, in_memory = await self._list_timers()
         self._listed = set(names)
         self._timers, self._armed = {}, {}
         await self._read_timer_units(names)
         self._services, self._service_errors = {}, {}
-        await self._read_services(sorted({t.properties["Unit"] for t in self._timers.values()}))
+        await self._read_services(sorted({t.properties["Unit"] for t in self._timers.values()}),
+                                  unloaded={t.properties["Unit"] for t in self._timers.values()
+                                            if t.name not in in_memory})
         self._watched = set(self._services)
+        # A timer systemd did not have in memory was read as a load from its file gives
+        # it, and so was a service with no run and no error; our read loaded them, and
+        # systemd frees them again (UnitNew, UnitRemoved): a new load gives the same
+        # record, so they are settled from the start (see _loaded_or_freed) and not read
+        # again after every full read, unless a PropertiesChanged came meanwhile.
+        fresh = {name for name in names if name not in in_memory} | {
+            name for name, service in self._services.items()
+            if name not in self._service_errors and never_ran(service)}
+        fresh -= self._signalled
+        self._settled, self._dirty, self._freed = fresh, self._dirty - fresh, self._freed - fresh
+        self._signalled = set()
 
     async def _refresh(self) -> None:
         """Re-read what signals said changed, and the running services' unsignaled
         properties. Ends with the same records a full read would give."""
         self.stats.refreshes += 1
+        self._signalled = set()  # (only a full read looks at it)
         # A round trip to systemd first: it flushes its signal queue before it answers
         # any call, so every signal for a change made before now has been handled.
         await self._call(SYSTEMD, MANAGER_PATH, "org.freedesktop.DBus.Peer", "Ping")
@@ -465,7 +643,7 @@ class SystemdBus:
             del self._services[gone]
             self._service_errors.pop(gone, None)
         stale = sorted(n for n in wanted if n in dirty or n not in self._services)
-        await self._read_services(stale)
+        await self._read_services(stale, unloaded=freed)
         self._watched = set(self._services)
         fresh = set(stale)
         running = [s for name, s in self._services.items() if name not in fresh
@@ -504,13 +682,16 @@ class SystemdBus:
             self._timers[timer.name] = timer
             self._armed[timer.name] = armed_since
 
-    async def _read_services(self, names: list[str]) -> None:
+    async def _read_services(self, names: list[str], unloaded: set[str] = frozenset()) -> None:
+        """unloaded: services likely not in memory (their timer was not, or systemd freed
+        them), read with one GetAll (see _fill_service)."""
         self.stats.units_read += len(names)
         services = await self.units_by_name(names)
         for name in names:
             self._services.pop(name, None)
             self._service_errors.pop(name, None)
-        errors = await asyncio.gather(*(self._fill(s, SERVICE) for s in services.values()))
+        errors = await asyncio.gather(*(self._fill_service(s, s.name in unloaded)
+                                        for s in services.values()))
         self._services.update(services)
         self._service_errors.update((n, e) for n, e in zip(services, errors) if e)
 
@@ -527,9 +708,19 @@ class SystemdBus:
                 return
 
     async def _armed_since(self, timer: UnitRecord) -> int:
-        """The timer's ActiveEnterTimestamp; its TIMER_UNIT_PROPERTIES go into its
-        properties (one Get each: a Unit's GetAll is ~100 properties)."""
+        """The timer's ActiveEnterTimestamp (0 for one not active) and its
+        TIMER_UNIT_PROPERTIES, put into its properties. An active timer: one Get each (a
+        Unit's GetAll is ~100 properties). One not active: one GetAll, and no
+        ActiveEnterTimestamp, since systemd frees an unneeded unit between two calls and
+        loads it anew for each (see _fill_service)."""
         path = unit_path(timer.name)
+        if timer.active_state != "active":
+            try:
+                found = await self.get_all(timer.name, UNIT)
+            except DBusCallError:
+                return 0
+            timer.properties.update((p, found[p]) for p in TIMER_UNIT_PROPERTIES if p in found)
+            return 0
         values = await asyncio.gather(*(self._get(path, UNIT, p) for p in (
             "ActiveEnterTimestamp",) + TIMER_UNIT_PROPERTIES), return_exceptions=True)
         for prop, value in zip(TIMER_UNIT_PROPERTIES, values[1:]):
@@ -544,9 +735,7 @@ class SystemdBus:
         return values[0]
 
     async def _fill(self, unit: UnitRecord, interface: str) -> str:
-        """Read `interface`'s properties into unit; the error text when that fails."""
-        if interface == SERVICE:
-            return await self._fill_service(unit)
+        """Read the Timer `interface`'s properties into unit; the error text when that fails."""
         try:
             found = await self.get_all(unit.name, interface)
             unit.properties = {k: found[k] for k in TIMER_PROPERTIES if k in found}
@@ -554,10 +743,23 @@ class SystemdBus:
             return str(err)
         return ""
 
-    async def _fill_service(self, unit: UnitRecord) -> str:
+    async def _fill_service(self, unit: UnitRecord, unloaded: bool = False) -> str:
+        """A few Gets; or, for a unit systemd is likely to have freed (unloaded), one
+        GetAll: systemd frees an unneeded unit between two calls and loads it from its
+        files again for each (manager_dispatch_gc_unit_queue() runs between messages),
+        so six Gets would load it six times. Both give the same properties."""
         wanted = [p for p in SERVICE_PROPERTIES if p not in self._unsupported]
         if is_running(unit.active_state, unit.sub_state):
             wanted.append("MemoryCurrent")
+        if unloaded:
+            try:
+                found = await self.get_all(unit.name, SERVICE)
+            except DBusCallError:
+                found = {}  # the Gets say why, in the words they always do
+            if all(p in found or p in OPTIONAL_SERVICE_PROPERTIES for p in wanted):
+                self._unsupported.update(p for p in wanted if p not in found)
+                unit.properties = {p: found[p] for p in wanted if p in found}
+                return ""
         path = unit_path(unit.name)
         values = await asyncio.gather(*(self._get(path, SERVICE, p) for p in wanted),
                                       return_exceptions=True)
