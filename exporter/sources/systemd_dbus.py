@@ -675,7 +675,8 @@ class SystemdBus:
             self._timers.pop(name, None)
             self._armed.pop(name, None)
         timers = [u for u in units.values() if u.load_state == "loaded"]
-        await asyncio.gather(*(self._fill(u, TIMER) for u in timers))
+        await asyncio.gather(*(self._fill(u, TIMER) if u.active_state == "active"
+                               else self._fill_inactive_timer(u) for u in timers))
         timers = [u for u in timers if u.properties]  # vanished while we read
         armed = await asyncio.gather(*(self._armed_since(t) for t in timers))
         for timer, armed_since in zip(timers, armed):
@@ -710,17 +711,11 @@ class SystemdBus:
     async def _armed_since(self, timer: UnitRecord) -> int:
         """The timer's ActiveEnterTimestamp (0 for one not active) and its
         TIMER_UNIT_PROPERTIES, put into its properties. An active timer: one Get each (a
-        Unit's GetAll is ~100 properties). One not active: one GetAll, and no
-        ActiveEnterTimestamp, since systemd frees an unneeded unit between two calls and
-        loads it anew for each (see _fill_service)."""
+        Unit's GetAll is ~100 properties). One not active: no call here, see
+        _fill_inactive_timer."""
         path = unit_path(timer.name)
         if timer.active_state != "active":
-            try:
-                found = await self.get_all(timer.name, UNIT)
-            except DBusCallError:
-                return 0
-            timer.properties.update((p, found[p]) for p in TIMER_UNIT_PROPERTIES if p in found)
-            return 0
+            return 0  # its TIMER_UNIT_PROPERTIES came with _fill_inactive_timer's one call
         values = await asyncio.gather(*(self._get(path, UNIT, p) for p in (
             "ActiveEnterTimestamp",) + TIMER_UNIT_PROPERTIES), return_exceptions=True)
         for prop, value in zip(TIMER_UNIT_PROPERTIES, values[1:]):
@@ -741,6 +736,17 @@ class SystemdBus:
             unit.properties = {k: found[k] for k in TIMER_PROPERTIES if k in found}
         except DBusCallError as err:
             return str(err)
+        return ""
+
+    async def _fill_inactive_timer(self, unit: UnitRecord) -> str:
+        """A timer not active is likely one systemd frees between two calls and loads anew
+        for each (see _fill_service): its Timer and Unit properties in one call, a GetAll
+        with the empty interface name, which sd-bus answers with every interface's."""
+        try:
+            found = await self.get_all(unit.name, "")
+        except DBusCallError as err:
+            return str(err)
+        unit.properties = {k: found[k] for k in TIMER_PROPERTIES + TIMER_UNIT_PROPERTIES if k in found}
         return ""
 
     async def _fill_service(self, unit: UnitRecord, unloaded: bool = False) -> str:
