@@ -30,6 +30,11 @@ MANIFEST = Path(__file__).resolve().parent / "grafana"
 MAJORS = {"13": "grafana-schema-13", "12": "grafana-schema-12"}
 # Panel plugin id -> its directory under dist/types/raw/composable/.
 PANEL_TYPES = {"stat": "stat", "timeseries": "timeseries", "state-timeline": "statetimeline", "table": "table"}
+# Field override properties and the schema type of their value (the raw Dashboard types
+# them `unknown`): what the panel's editor writes there.
+OVERRIDE_TYPES = {"custom.cellOptions": "ui.TableCellOptions", "mappings": "Array<raw.ValueMapping>",
+                  "thresholds": "raw.ThresholdsConfig", "unit": "string", "displayName": "string",
+                  "noValue": "string", "custom.hidden": "boolean", "color": "raw.FieldColor"}
 # Panel types whose panelcfg declares no FieldConfig (the stat panel has no custom field options).
 NO_FIELD_CONFIG = {"stat"}
 
@@ -122,6 +127,7 @@ def dashboard_source(name: str, board: dict, package: str) -> Writer:
     used = sorted({PANEL_TYPES[p["type"]] for p in panels(board) if p["type"] in PANEL_TYPES})
     for t in used:
         w.line(f'import type * as {t} from "{package}/dist/types/raw/composable/{t}/panelcfg/x/types.gen";')
+    w.line('import type * as ui from "@grafana/schema";')
     w.line('import type { Json } from "./json";')
     w.value("dashboard", "Json<raw.Dashboard>", board, "")
     for index, panel in enumerate(panels(board)):
@@ -132,6 +138,14 @@ def dashboard_source(name: str, board: dict, package: str) -> Writer:
         where = f"panel {panel['id']}"
         w.line(f"// {where} {panel['title']!r} ({panel['type']})")
         w.value(f"panel_{panel['id']}_options", f"Json<{t}.Options>", panel.get("options", {}), f"{where}.options")
+        overrides = panel.get("fieldConfig", {}).get("overrides", [])
+        for i, override in enumerate(overrides):
+            for j, prop in enumerate(override["properties"]):
+                if prop["id"] in OVERRIDE_TYPES:
+                    w.value(f"panel_{panel['id']}_override_{i}_{j}", f"Json<{OVERRIDE_TYPES[prop['id']]}>",
+                            prop["value"], f"{where}.fieldConfig.overrides[{i}].properties[{j}].value")
+                else:
+                    assert prop["id"] == "links", f"{name} {where}: override {prop['id']} has no type here"
         if t in NO_FIELD_CONFIG:
             continue
         custom = panel.get("fieldConfig", {}).get("defaults", {}).get("custom", {})

@@ -91,6 +91,9 @@ def test_the_check_catches_mistakes(node_modules, tmp_path):
     timeseries = next(p for p in broken["panels"] if p["type"] == "timeseries")
     timeseries["fieldConfig"]["defaults"]["color"]["mode"] = "rainbow"
     broken["templating"]["list"][1]["refresh"] = 7
+    cell = next(prop for o in table["fieldConfig"]["overrides"] for prop in o["properties"]
+                if prop["id"] == "custom.cellOptions")
+    cell["value"] = {"type": "colour-background"}
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(broken))
     errors = grafana_schema.check([path], node_modules, tmp_path / "ts")
@@ -101,3 +104,4 @@ def test_the_check_catches_mistakes(node_modules, tmp_path):
         assert f"panel {table['id']}.options.showHeaders" in where, mine
         assert any(p.startswith(".panels[") and p.endswith(".color.mode") for p in where), mine
         assert ".templating.list[1].refresh" in where, mine
+        assert any(".fieldConfig.overrides[" in p and p.endswith(".value.type") for p in where), mine
