@@ -16,6 +16,7 @@ number parsed back out of `${E}` for a numeric one. Nothing in the JSON is edite
 `npm ci` runs once per lock file (cached under ~/.cache/tick-exporter/npm/<hash of the lock>),
 so a test session that finds it there installs nothing."""
 
+import fcntl
 import hashlib
 import json
 import os
@@ -61,8 +62,16 @@ def install() -> Path:
     lock = (MANIFEST / "package-lock.json").read_bytes()
     target = cache_root() / hashlib.sha256(lock + (MANIFEST / "package.json").read_bytes()).hexdigest()[:16]
     modules = target / "node_modules"
-    if (target / ".installed").exists():
-        return modules
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Several test sessions may start at once on one machine: one installs, the others wait.
+    with open(target.parent / ".lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        if not (target / ".installed").exists():
+            _npm_ci(target)
+    return modules
+
+
+def _npm_ci(target: Path) -> None:
     npm = shutil.which("npm")
     assert npm, "npm is missing: scripts/test installs Debian's nodejs and npm"
     if target.exists():
@@ -74,7 +83,6 @@ def install() -> Path:
                         capture_output=True, text=True, timeout=600)
     assert cp.returncode == 0, f"npm ci failed:\n{cp.stdout}\n{cp.stderr}"
     (target / ".installed").write_text("ok\n")
-    return modules
 
 
 def panels(board):

@@ -510,6 +510,9 @@ def test_the_panels_show_the_states_the_agent_saw(filled):
     assert {k: row["state"] for k, row in table.items()} == {
         ("graf-host", "graf-ok.timer"): "ok", ("graf-host", "graf-fail.timer"): "failed",
         ("graf-host", "graf-stopped.timer"): "missed", ("graf-broken", "graf-ok.timer"): "ok"}
+    # joinByField on host: each timer's row gets its agent's up/down and heartbeat age.
+    agents = by_host(panel_rows(db, timers, "Every timer", ref="AGENT"), "down")
+    assert {host for host, _ in table} == set(agents) == set(HOSTS)
     fail = table[("graf-host", "graf-fail.timer")]
     assert fail["last_exit_code"] == 3 and fail["last_success"] == 0
     ok = table[("graf-host", "graf-ok.timer")]
