@@ -333,9 +333,12 @@ def test_agent_down_is_the_one_definition_of_down():
     down_after = DOWN_AFTER_INTERVALS * interval
     assert seconds(default_text(SCRIPTS["agent_down"], "period")) == down_after
     assert seconds(task("agent_down")["vars"]["period"]["value"]) == down_after
-    agent = (ROOT / "grafana" / "dashboards" / "agent.json").read_text()
-    (window,) = re.findall(r'SELECT last\(\\"up\\"\) FROM \\"exporter\\" WHERE time > now\(\) - (\w+) AND', agent)
-    assert seconds(window) == down_after
+    # Every dashboard's heartbeat-age query: down = floor(age_s / (interval_s * N)) >= 1.
+    factors = set()
+    for board in (ROOT / "grafana" / "dashboards").glob("*.json"):
+        factors |= set(re.findall(r'floor\(\\"age_s\\" / \(\\"interval_s\\" \* ([0-9.]+)\)\)',
+                                  board.read_text()))
+    assert factors and {float(f) for f in factors} == {DOWN_AFTER_INTERVALS}, factors
     # The deadman fires period to 2 x period after the last heartbeat: within 5 minutes
     # at the 60 s interval, and never for one missed heartbeat (a gap of 2 intervals).
     assert 2 * down_after <= 300 and down_after > 2 * interval
