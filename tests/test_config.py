@@ -93,7 +93,8 @@ enabled = true
         "agent.colour: unknown key",
         "output.kafka: unknown key",
         "extra: unknown key",
-        "TICK_EXPORTER_TIMERS_GRACEE: unknown environment variable (not a config key)",
+        "TICK_EXPORTER_TIMERS_GRACEE: unknown environment variable (not a config key) "
+        "(did you mean TICK_EXPORTER_TIMERS_GRACE?)",
         'agent.interval: "0s" must be longer than zero',
         'timers.enabled: "maybe" is not a boolean',
         'timers.bus: "session" is not "system", "user" or a D-Bus address (unix:path=...)',

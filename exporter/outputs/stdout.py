@@ -1,4 +1,10 @@
+import os
 import sys
+
+# A closed pipe on stdout (`tick-exporter once | head -1`, Telegraf gone): end the process
+# quietly with the shell's status for SIGPIPE, 128 + 13. SystemExit, not an Exception,
+# so the agent does not log it as a failed output and sample on into a pipe nobody reads.
+EXIT_BROKEN_PIPE = 141
 
 
 class StdoutOutput:
@@ -10,8 +16,25 @@ class StdoutOutput:
         self.stream = stream or sys.stdout
 
     def write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            reader_gone(self.stream)
 
     def close(self) -> None:
-        self.stream.flush()
+        try:
+            self.stream.flush()
+        except BrokenPipeError:
+            reader_gone(self.stream)
+
+
+def reader_gone(stream) -> None:
+    """Point the stream's descriptor at /dev/null (Python's flush at exit must not fail a
+    second time: "Exception ignored ... BrokenPipeError") and exit 141."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+    except (OSError, ValueError):
+        pass
+    raise SystemExit(EXIT_BROKEN_PIPE)
