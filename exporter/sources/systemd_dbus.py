@@ -214,6 +214,7 @@ class SystemdBus:
     def __init__(self, bus: str, environ=os.environ):
         self.address = bus_address(bus, environ)
         self._configured = bus
+        self._environ = environ
         self._bus: MessageBus | None = None
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.kind = bus if bus in ("system", "user") else ""
@@ -242,7 +243,12 @@ class SystemdBus:
                 self._bus = await MessageBus(bus_address=self.address).connect()
             except (OSError, EOFError) as err:
                 self._bus = None
-                raise ConnectionError(f"cannot connect to D-Bus at {self.address}: {err}") from err
+                hint = ""
+                if self._configured == "system":
+                    from .bus_hint import system_bus_hint
+                    hint = await system_bus_hint(self._environ)
+                raise ConnectionError(f"cannot connect to D-Bus at {self.address}: {err}"
+                                      + (f"; {hint}" if hint else "")) from err
             if not self.kind:
                 self.kind = await self._manager_kind(self._bus)
             self._synced_at = None  # signals may have been missed while disconnected
