@@ -68,7 +68,8 @@ def for_writing(config: Config, environ=os.environ) -> Config:
         state = os.path.join(directory, os.path.basename(DEFAULT_STATE_PATH))
     if defaults[1]:
         spool = os.path.join(directory, os.path.basename(DEFAULT_SPOOL_PATH))
-    why = f"{reason}; using the user's state directory" if reason else "systemd's $STATE_DIRECTORY"
+    why = (f"the default {default_dir} is not usable ({reason}); using the user's state directory"
+           if reason else "systemd's $STATE_DIRECTORY")
     log.info("state file %s (agent.state_path), spool %s (spool.path): %s", state, spool, why)
     return dataclasses.replace(
         config, agent=dataclasses.replace(config.agent, state_path=state),
