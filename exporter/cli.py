@@ -271,7 +271,9 @@ def parser() -> argparse.ArgumentParser:
     command("health")
     command("check-config")
     from .cron2timer.command import add_arguments as cron2timer_arguments
-    cron2timer_arguments(command("cron2timer", parents=(logging_options,)))  # reads no config
+    # Reads no config and logs nothing (its messages on stderr are its output): neither
+    # --config nor the log options would do anything there.
+    cron2timer_arguments(command("cron2timer", parents=()))
     return top
 
 

@@ -50,11 +50,13 @@ def test_each_command_help_has_its_one_line_description(name):
     assert " ".join(COMMANDS[name].split()) in " ".join(description.split())
 
 
-def test_cron2timer_offers_no_config_option():
-    assert "--config" not in cli("cron2timer", "--help").stdout
-    result = cli("cron2timer", "--config", "x.toml", "-", input="")
-    assert result.returncode == 2 and "unrecognized arguments: --config" in result.stderr
-    assert "--config" in cli("once", "--help").stdout
+@pytest.mark.parametrize("option", ["--config", "--log-level", "--log-format"])
+def test_cron2timer_offers_no_option_it_would_ignore(option):
+    """It reads no configuration and logs nothing."""
+    assert option not in cli("cron2timer", "--help").stdout
+    result = cli("cron2timer", "-", option, "json", input="")
+    assert result.returncode == 2 and f"unrecognized arguments: {option}" in result.stderr
+    assert option in cli("once", "--help").stdout
 
 
 @pytest.mark.parametrize("args, stdin", [

@@ -187,6 +187,11 @@ def test_status_and_doctor_say_when_they_cannot_read_the_services_state(program,
                     f"Permission denied") in warnings[0]
             assert "rebuilding" not in result.stderr
             assert "nightly-backup.timer" in result.stdout or command == ["doctor"]
+        (service_dir / "heartbeat.json").write_text('{"sampled_at": 0, "interval_s": 60}')
+        health = as_nobody(program, "health", env=env)
+        assert health.returncode == 1
+        assert health.stdout.startswith(f"unhealthy: cannot read the heartbeat {service_dir}/heartbeat.json "
+                                        f"(beside agent.state_path): permission denied")
         doctor = as_nobody(program, "doctor", "--json", env=env)
         assert "access-dbus" not in {f["id"] for f in json.loads(doctor.stdout)}  # the bus worked
     finally:
