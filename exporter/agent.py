@@ -36,14 +36,19 @@ def outcome(success: bool, duration_s: float, points: int, error: str = "") -> d
 
 class Agent:
     """collectors: see exporter.collectors; outputs: written directly each sample
-    (stdout); workers: DeliveryWorkers fed from `spool` (InfluxDB)."""
+    (stdout); workers: DeliveryWorkers fed from `spool` (InfluxDB); state: the
+    collectors' shared StateFile, saved as samples are handed on (None: never saved,
+    as for `once`)."""
 
     def __init__(self, collectors, outputs, host: str, clock=Now.read, spool=None, workers=(),
-                 after_sample=None):
+                 after_sample=None, state=None):
         self.collectors, self.outputs, self.host, self.clock = collectors, outputs, host, clock
-        self.spool, self.workers = spool, list(workers)
+        self.spool, self.workers, self.state = spool, list(workers), state
         self.after_sample = after_sample  # f(points, now_s) once a sample is handed on
         self._output_points: list[Point] = []  # results of the last direct write
+        # In-memory spool only: (records appended, state text) not yet safe to save.
+        self._unconfirmed: list[tuple[int, str]] = []
+        self.interval_s = 0.0  # set by run(): the heartbeat says how often to expect it
 
     async def _collect_one(self, collector, now: Now) -> list[Point]:
         started = time.perf_counter()
@@ -59,9 +64,11 @@ class Agent:
 
     def _heartbeat(self, now: Now) -> Point:
         """`up`: what alerts use to tell "agent down" from "all quiet"."""
-        return self_point(self.host, "agent", now, {
-            "up": True, "version": __version__, "rss_bytes": selfstats.rss_bytes(),
-            "cpu_s": selfstats.cpu_seconds()})
+        fields = {"up": True, "version": __version__, "rss_bytes": selfstats.rss_bytes(),
+                  "cpu_s": selfstats.cpu_seconds()}
+        if self.interval_s:  # "down" is counted in intervals (docs/alerts.md, agent_down)
+            fields["interval_s"] = float(self.interval_s)
+        return self_point(self.host, "agent", now, fields)
 
     async def sample(self, now: Now | None = None) -> list[Point]:
         now = now or self.clock()
@@ -74,7 +81,7 @@ class Agent:
         points.append(self._heartbeat(now))
         return points
 
-    async def _write_one(self, output, text: str, count: int, now: Now) -> None:
+    async def _write_one(self, output, text: str, count: int, now: Now) -> bool:
         started = time.perf_counter()
         try:
             await asyncio.to_thread(output.write, text)
@@ -84,6 +91,7 @@ class Agent:
         else:
             fields = outcome(True, time.perf_counter() - started, count)
         self._output_points.append(self_point(self.host, output.name, now, fields))
+        return fields["success"]
 
     async def write(self, points: list[Point], now: Now) -> None:
         text = to_line_protocol(points)
@@ -92,16 +100,42 @@ class Agent:
             self.spool.append(text, now.time_ns)
             for worker in self.workers:
                 worker.notify()
-        await asyncio.gather(*(self._write_one(o, text, len(points), now) for o in self.outputs))
-        for collector in self.collectors:  # what was spooled and written is now remembered
-            save = getattr(collector, "save", None)
-            if save:
-                save()
+        written = await asyncio.gather(*(self._write_one(o, text, len(points), now)
+                                         for o in self.outputs))
+        if all(written):
+            self._remember()
+
+    def _remember(self) -> None:
+        """Save what this sample recorded (runs written, OOM kills counted) once the sample
+        is in the hands of every output: fsynced in the on-disk spool, written to stdout,
+        or, through the in-memory spool, accepted by the server. Saved sooner, a crash
+        would lose run points that systemd can still give again (docs/metrics.md)."""
+        if self.state is None:
+            return
+        if self.spool is not None and self.workers and not self.spool.durable:
+            text = self.state.snapshot()
+            if not self._unconfirmed or self._unconfirmed[-1][1] != text:
+                self._unconfirmed.append((self.spool.appended, text))
+            self._save_delivered()
+        else:
+            self.state.save()
+
+    def _save_delivered(self) -> None:
+        """In-memory spool: save the newest state whose sample every output acknowledged
+        (or the spool's cap dropped, counted as dropped_points)."""
+        if not self._unconfirmed:
+            return
+        delivered = self.spool.delivered
+        ready = [text for appended, text in self._unconfirmed if appended <= delivered]
+        if ready:
+            self.state.save(ready[-1])
+            self._unconfirmed = [(a, t) for a, t in self._unconfirmed if a > delivered]
 
     async def run(self, interval: float, stop: asyncio.Event, triggers=None) -> None:
         """Sample until `stop` is set: on a drift-free schedule aligned to multiples of
         `interval` (as Telegraf's round_interval), or once per item of the async
         iterator `triggers` (Telegraf execd's signal = "STDIN")."""
+        self.interval_s = interval
         done = asyncio.Event()
         delivering = [asyncio.create_task(w.run(done)) for w in self.workers]
         try:
@@ -112,6 +146,7 @@ class Agent:
         finally:
             done.set()  # workers make one last pass over what is pending, then stop
             await asyncio.gather(*delivering)
+            self._save_delivered()
 
     async def _take_sample(self) -> None:
         now = self.clock()

@@ -19,15 +19,24 @@ log = logging.getLogger("tick_exporter")
 EXIT_CONFIG = 2
 
 
-def build_collectors(config: Config) -> list:
+def open_state(config: Config, writer: bool):
+    """The state file every collector shares. Only `run` is its writer: the other
+    commands read the service's memory and never change it (docs/metrics.md)."""
+    from .state import StateFile
+    return StateFile(config.agent.state_path, read_only=not writer)
+
+
+def build_collectors(config: Config, state) -> list:
     """Each collector is imported only when enabled: a Pi without Docker never loads
     the Docker API client nor dnspython. All share one state file."""
-    from .state import StateFile
-    state, host, collectors = StateFile(config.agent.state_path), config.agent.hostname, []
+    host, collectors = config.agent.hostname, []
     if config.timers.enabled:
         from .collectors.timers import TimersCollector
         from .sources.systemd_dbus import SystemdBus
-        collectors.append(TimersCollector(SystemdBus(config.timers.bus), config.timers, host, state))
+        from .sources.zones import ZoneSources
+        bus = SystemdBus(config.timers.bus)
+        collectors.append(TimersCollector(bus, config.timers, host, state,
+                                          ZoneSources(bus, config.timers.timezone)))
     docker = None
     if config.containers.enabled or config.dns.enabled:
         from .sources.docker_api import DockerSource
@@ -86,7 +95,10 @@ def open_spool(config: Config, consumers: list[str]):
 async def _once(config: Config) -> int:
     from .agent import Agent
     from .outputs.stdout import StdoutOutput
-    agent = Agent(build_collectors(config), [StdoutOutput()], config.agent.hostname)
+    # A look, not a sample that consumes: the runs it prints stay the service's to
+    # deliver, so the state file is read, never written, and no heartbeat is written.
+    state = open_state(config, writer=False)
+    agent = Agent(build_collectors(config, state), [StdoutOutput()], config.agent.hostname)
     try:
         now = agent.clock()
         await agent.write(await agent.sample(now), now)
@@ -101,11 +113,12 @@ async def _status(config: Config, as_json: bool) -> int:
     from . import status
     from .agent import Agent
     from .schedule import local_zone
-    agent = Agent(build_collectors(config), [], config.agent.hostname)
+    # Read-only: the state file is the running agent's. Saving here would mark runs
+    # as written that no output ever received.
+    agent = Agent(build_collectors(config, open_state(config, writer=False)), [],
+                  config.agent.hostname)
     try:
         now = agent.clock()
-        # Read-only: the state file is the running agent's. Saving here would mark runs
-        # as written that no output ever received.
         points = await agent.sample(now)
     finally:
         await agent.close()
@@ -154,8 +167,9 @@ async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:
         return 1
     from .health import Heartbeat, heartbeat_path
     beat = Heartbeat(heartbeat_path(config.agent.state_path), config.agent.interval)
-    agent = Agent(build_collectors(config), direct, config.agent.hostname, spool=spool,
-                  workers=workers, after_sample=beat.write)
+    state = open_state(config, writer=True)
+    agent = Agent(build_collectors(config, state), direct, config.agent.hostname, spool=spool,
+                  workers=workers, after_sample=beat.write, state=state)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -107,6 +107,13 @@ def _size(value: Any) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
 
 
+def _readable_file(value: Any) -> str:
+    value = _str(value)
+    if value and not os.access(value, os.R_OK):
+        raise ValueError(f"{_show(value)} is not a readable file")
+    return value
+
+
 def _zone(value: Any) -> str:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
     value = _str(value)
@@ -187,7 +194,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "exclude": (_strings, []),
         "grace": (_duration, "5m"),
         "max_runtime": (_duration, "0s"),  # 0 = no limit
-        "timezone": (_zone, ""),  # "" = the host's (TZ, /etc/localtime)
+        "timezone": (_zone, ""),  # "" = the zone systemd uses, found (exporter/sources/zones.py)
         "overrides": (_overrides, {}),
         # Between samples the timers are followed from systemd's signals; every
         # resync_interval all of them are read again (heals what no signal announces,
@@ -234,6 +241,9 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "token": (_str, ""),  # "" = "username:password" when a username is set (InfluxDB 1.8+)
         "username": (_str, ""),
         "password": (_str, ""),
+        # PEM file of the CA(s) that signed an https server's certificate ("" = the
+        # system's trust store), e.g. a central InfluxDB with a self-made CA.
+        "ca_file": (_readable_file, ""),
         "timeout": (_positive_duration, "10s"),
         "batch_size": (_positive_int, 5000),  # points per write when a backlog drains
         "flush_interval": (_positive_duration, "1s"),  # look at the spool at least this often
@@ -326,6 +336,7 @@ class InfluxDBConfig:
     token: str
     username: str
     password: str
+    ca_file: str
     timeout: float
     batch_size: int
     flush_interval: float

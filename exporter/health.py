@@ -15,10 +15,10 @@ import tempfile
 
 log = logging.getLogger("tick_exporter.health")
 
-# Docker runs the healthcheck on its own schedule: allow two missed samples plus slack
-# for a slow sample before calling the loop dead.
-STALE_INTERVALS = 2
-STALE_SLACK_S = 30.0
+# The one definition of "agent down" (docs/alerts.md, agent_down; the dashboards use it
+# too): no sample for more than 2.5 intervals. One missed or late sample (a gap of two
+# intervals plus a slow sample) is tolerated; at the 60 s default that is 150 s.
+DOWN_AFTER_INTERVALS = 2.5
 
 
 def heartbeat_path(state_path: str) -> str:
@@ -77,7 +77,7 @@ def check(path: str, now_s: float) -> tuple[bool, str]:
     except (OSError, ValueError, KeyError, TypeError) as err:
         return False, f"unreadable heartbeat {path}: {err}"
     age = now_s - sampled_at
-    limit = STALE_INTERVALS * interval + STALE_SLACK_S
+    limit = DOWN_AFTER_INTERVALS * interval
     failed = beat.get("failed") or []
     note = f"; failing sources: {', '.join(failed)}" if failed else ""
     if age > limit:

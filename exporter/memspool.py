@@ -7,6 +7,8 @@ from .spool import Batch
 
 
 class MemorySpool:
+    durable = False  # lost on restart: the state file waits for delivery (exporter.agent)
+
     def __init__(self, max_bytes: int, consumers: list[str]):
         self.max_bytes = max_bytes
         self.records: deque = deque()  # (sequence, sample_time_ns, points, text)
@@ -29,6 +31,16 @@ class MemorySpool:
                 if cursor <= sequence:
                     self.dropped[name] += dropped
                     self.cursors[name] = sequence + 1
+
+    @property
+    def appended(self) -> int:
+        """Records appended so far."""
+        return self.next_sequence
+
+    @property
+    def delivered(self) -> int:
+        """Records every consumer is done with (acknowledged, or dropped by the cap)."""
+        return min(self.cursors.values(), default=self.next_sequence)
 
     def _pending(self, consumer: str):
         first = self.records[0][0] if self.records else self.next_sequence

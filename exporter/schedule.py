@@ -26,7 +26,8 @@ class ScheduleError(ValueError):
 
 
 def local_zone(name: str = "") -> ZoneInfo | timezone:
-    """The zone systemd evaluates OnCalendar in when a spec names none: the host's.
+    """The agent's own zone, for showing times (`status`). Schedules are judged in the
+    zone systemd uses, found by exporter.schedule_zone.
 
     `name` (config `timers.timezone`) wins; then $TZ; then the /etc/localtime symlink
     (Debian's layout) or its contents; UTC when the host has none.

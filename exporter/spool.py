@@ -165,6 +165,8 @@ class _Segment:
 
 
 class Spool:
+    durable = True  # a sample is on disk when append returns: the state file may follow it
+
     def __init__(self, directory: str, max_bytes: int, consumers: list[str],
                  segment_bytes: int = 1 << 20):
         if max_bytes < 1 or segment_bytes < 1:

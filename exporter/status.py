@@ -15,10 +15,11 @@ import unicodedata
 from datetime import datetime, timedelta, timezone
 
 from .point import Point
+from .timer_health import HEALTHY
 
 MEASUREMENT = "systemd_timer"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-HEALTHY_STATES = ("ok", "running")
+HEALTHY_STATES = HEALTHY  # ok, running, inactive (not armed, and nobody expects it to be)
 # Fields newer agents write; a point from an older one lacks them and they read as 0.
 NEWER_FIELDS = {"expected_at": 0, "last_success": 0, "overdue_s": 0.0, "missed_runs": 0,
                 "consecutive_failures": 0}
@@ -28,7 +29,7 @@ HEADER = ("NEXT", "LEFT", "LAST", "PASSED", "UNIT", "ACTIVATES", "STATE", "RESUL
 UNIT_COLUMN, STATE_COLUMN = HEADER.index("UNIT"), HEADER.index("STATE")
 SEPARATOR = "  "
 # The footer counts unhealthy timers in this order: worst news first.
-FOOTER_ORDER = ("failed", "missed", "overrun", "late", "inactive")
+FOOTER_ORDER = ("failed", "missed", "overrun", "late", "stopped", "removed")
 
 RESET = "\x1b[0m"
 COLORS = {
@@ -38,6 +39,8 @@ COLORS = {
     "overrun": "\x1b[33m",
     "failed": "\x1b[31m",    # red
     "missed": "\x1b[31m",
+    "stopped": "\x1b[33m",  # yellow: warnings, as the missed_backup alert
+    "removed": "\x1b[33m",
     "inactive": "\x1b[90m",  # grey (bright black)
 }
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

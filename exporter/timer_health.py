@@ -9,9 +9,14 @@ from dataclasses import dataclass
 
 from .schedule import latest_until, occurrences
 
-# Most urgent first: the first state that applies is the timer's state.
-PRECEDENCE = ("overrun", "running", "missed", "failed", "late", "inactive", "ok")
-HEALTHY = ("ok", "running")
+# Most urgent first: the first state that applies is the timer's state. `removed` is
+# the collector's (a remembered watched timer whose unit is gone): evaluate() needs a unit.
+PRECEDENCE = ("removed", "overrun", "running", "missed", "failed", "late", "stopped",
+              "inactive", "ok")
+# `inactive` is a timer nobody expects to elapse (see expects_armed): not a problem.
+HEALTHY = ("ok", "running", "inactive")
+# UnitFileStates that mean someone ran `systemctl enable` (or `link`) on the timer.
+ENABLED_STATES = ("enabled", "enabled-runtime", "linked", "linked-runtime")
 # Monotonic triggers that repeat: after one elapse the next is this far after the run.
 REPEATING = ("OnUnitActiveUSec", "OnUnitInactiveUSec")
 
@@ -30,6 +35,8 @@ class TimerFacts:
     armed_since_us: int             # when the timer was last armed (as the agent saw), 0 = never
     running: bool
     last_failed: bool               # the last run (or start attempt) did not succeed
+    # Expected to be armed (expects_armed): a stopped one is `stopped`, not `inactive`.
+    watched: bool = True
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,28 @@ class Health:
     expected_at_us: int = 0
     overdue_s: float = 0.0
     missed_runs: int = 0
+
+
+def vendor_unit(fragment_path: str) -> bool:
+    """A unit file the distribution ships: systemd's vendor directories (/usr/lib/systemd,
+    /lib/systemd, /usr/share/systemd/user). The admin's own live in /etc/systemd,
+    ~/.config/systemd/user or /usr/local/lib/systemd (systemd.unit(5), "Unit File Load
+    Path")."""
+    return fragment_path.startswith(("/usr/", "/lib/")) and not fragment_path.startswith("/usr/local/")
+
+
+def expects_armed(unit_file_state: str, fragment_path: str, condition_skipped: bool,
+                  remembered: bool = False) -> bool:
+    """The watched set: timers that are a problem when not armed. The user's timers: enabled
+    (UnitFileState), or a unit file the admin wrote (not the distribution's), or one the agent
+    saw as such before (a backup timer disabled and stopped stays watched). Never a timer its
+    own Condition*= skipped (fstrim.timer's ConditionVirtualization=!container in a
+    container): systemd declined to start it, as designed. A stock host's disabled distro
+    timers are vendor files, not enabled: not watched."""
+    if condition_skipped:
+        return False
+    return remembered or unit_file_state in ENABLED_STATES or (
+        bool(fragment_path) and not vendor_unit(fragment_path))
 
 
 def _base(facts: TimerFacts) -> int:
@@ -99,6 +128,12 @@ def evaluate(facts: TimerFacts, now_us: int, grace_us: int, max_runtime_us: int,
     if facts.last_failed:
         candidates.add("failed")
     if not facts.armed:
-        candidates.add("inactive")
+        # A watched timer that will not elapse is a problem; one nobody expects to run
+        # (a disabled distro timer, elapsed for good) is neither late nor missed.
+        if facts.watched:
+            candidates.add("stopped")
+        else:
+            candidates = {"inactive"} | (candidates - {"missed", "late", "ok"})
+            health = Health("inactive", health.expected_at_us)
     state = next(s for s in PRECEDENCE if s in candidates)
     return Health(state, health.expected_at_us, health.overdue_s, health.missed_runs)

@@ -33,9 +33,11 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import tarfile
@@ -55,7 +57,10 @@ INFLUXD = "/usr/bin/influxd"
 VICTORIA_METRICS = "/usr/bin/victoria-metrics"
 
 # Loopback only, and never through a proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+# The helpers talk to servers the tests made, over TLS too (certificates of a test CA):
+# they do not verify; verifying is what the agent under test must do.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                      urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
 
 
 # ---------------------------------------------------------------------------
@@ -326,14 +331,16 @@ class InfluxDB1(_Service):
         auth_enabled: bool = False,
         admin_user: str = "admin",
         admin_password: str = "admin-secret",
+        tls: tuple[str, str] | None = None,
         start_timeout: float = START_TIMEOUT,
     ):
         super().__init__(start_timeout)
         self.auth_enabled = auth_enabled
+        self.tls = tls  # (certificate file, key file): HTTPS only
         self.admin_user = admin_user
         self.admin_password = admin_password
         self.port, self.rpc_port = free_ports(2)
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.config_path = self.root / "influxdb.conf"
         self._admin_created = False
         self._write_config()
@@ -366,6 +373,9 @@ bind-address = "127.0.0.1:{self.rpc_port}"
   auth-enabled = {"true" if self.auth_enabled else "false"}
   log-enabled = false
   unix-socket-enabled = false
+  https-enabled = {"true" if self.tls else "false"}
+  https-certificate = "{self.tls[0] if self.tls else ""}"
+  https-private-key = "{self.tls[1] if self.tls else ""}"
 
 [monitor]
   store-enabled = false
@@ -761,7 +771,10 @@ class UserManager(_Service):
 
     name = "systemd-user"
 
-    def __init__(self, *, start_timeout: float = START_TIMEOUT):
+    def __init__(self, *, start_timeout: float = START_TIMEOUT,
+                 environment: Mapping[str, str] | None = None):
+        """``environment``: added to the manager's own (e.g. TZ: the zone systemd
+        evaluates OnCalendar in; ``systemctl --user set-environment`` does not change it)."""
         super().__init__(start_timeout)
         r = self.root
         self.runtime_dir = r / "run"
@@ -792,6 +805,7 @@ class UserManager(_Service):
             "LOGNAME": "root",
             "SHELL": "/bin/sh",
             **xdg,
+            **(environment or {}),
         }
         self.env: dict[str, str] = {**os.environ, **xdg, "DBUS_SESSION_BUS_ADDRESS": self.bus_address}
         self.env.pop("SYSTEMD_LOG_TARGET", None)
@@ -990,6 +1004,22 @@ class UserManager(_Service):
 #   with the cgroupfs driver.  Both names are reaped by _reap_stale; the bridge
 #   carries an alias naming its owner, so bridges and rules of a killed run are
 #   removed by the next DockerEngine (_reap_stale_docker).
+# * the host's firewall: a host that runs Docker itself has the iptables filter
+#   FORWARD policy DROP (dockerd sets it) and br_netfilter on
+#   (net.bridge.bridge-nf-call-iptables=1), so even packets bridged between two
+#   containers of our bridge traverse FORWARD and are dropped: our dockerd runs
+#   with --iptables=false and adds nothing.  An ACCEPT in another table or at
+#   another priority cannot help (nftables: every base chain on the hook must
+#   accept a packet), so each engine inserts its own ACCEPT rules at the top of
+#   filter FORWARD itself, tagged "tick-exporter-tests:<bridge>" (comment
+#   match): traffic in and out of its bridge, and between addresses of its
+#   address pool (the br-<id> bridges dockerd makes for user networks; routed
+#   between them only if the host forwards).  Nothing else is accepted and no
+#   policy is changed; stop() deletes exactly the tagged rules, and
+#   _reap_stale_docker those of bridges whose owner is gone or that no longer
+#   exist.  With no filter FORWARD chain at all nothing there can drop, and
+#   none is created: iptables-nft cannot delete a table it created, so the host
+#   would be left with one.
 
 DOCKERD = "/usr/sbin/dockerd"
 # Debian's CLI, the same version as dockerd.  PATH may find another one first
@@ -1102,6 +1132,93 @@ def _docker_rule_specs(x: int) -> list[list[str]]:
     return specs
 
 
+# What tags the engines' rules in the host's filter FORWARD chain (see above).
+FORWARD_RULE_TAG = "tick-exporter-tests:"
+
+
+def iptables_save() -> str | None:
+    """``iptables-save`` (all tables), or None without iptables.  Only a read:
+    unlike ``iptables -S`` it never creates a table (legacy iptables would
+    load iptable_filter to list it)."""
+    if shutil.which("iptables-save") is None:
+        return None
+    cp = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30)
+    if cp.returncode != 0:
+        raise RuntimeError(f"iptables-save failed with {cp.returncode}: {cp.stderr.strip()}")
+    return cp.stdout
+
+
+def filter_table_lines(saved: str) -> list[str]:
+    """The lines of iptables-save's ``*filter`` section (without the header and COMMIT)."""
+    lines, inside = [], False
+    for line in saved.splitlines():
+        if line.startswith("*"):
+            inside = line == "*filter"
+        elif inside and line != "COMMIT":
+            lines.append(line)
+    return lines
+
+
+def has_forward_chain(saved: str) -> bool:
+    return any(line.startswith(":FORWARD ") for line in filter_table_lines(saved))
+
+
+def forward_rule_bridge(line: str) -> str | None:
+    """The bridge an iptables-save rule line is tagged with; None for any other rule."""
+    if FORWARD_RULE_TAG not in line:
+        return None
+    args = shlex.split(line)
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--comment" and args[i + 1].startswith(FORWARD_RULE_TAG):
+            return args[i + 1][len(FORWARD_RULE_TAG):]
+    return None
+
+
+def tagged_forward_rules(saved: str) -> list[tuple[str, list[str]]]:
+    """(bridge, iptables-save args) of every FORWARD rule tagged as an engine's."""
+    found = []
+    for line in filter_table_lines(saved):
+        bridge = forward_rule_bridge(line) if line.startswith("-A FORWARD ") else None
+        if bridge is not None:
+            found.append((bridge, shlex.split(line)))
+    return found
+
+
+def _forward_rule_specs(bridge: str, x: int) -> list[list[str]]:
+    pool = str(_docker_nets(x)[1])
+    tag = ["-m", "comment", "--comment", f"{FORWARD_RULE_TAG}{bridge}", "-j", "ACCEPT"]
+    return [["-i", bridge, "-o", bridge, *tag], ["-s", pool, "-d", pool, *tag]]
+
+
+def _iptables(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # -w: wait for the xtables lock another iptables (a host dockerd) may hold
+    cp = subprocess.run(["iptables", "-w", "30", *args], capture_output=True, text=True, timeout=60)
+    if check and cp.returncode != 0:
+        raise RuntimeError(f"iptables {' '.join(args)} failed with {cp.returncode}: {cp.stderr.strip()}")
+    return cp
+
+
+def _add_forward_rules(bridge: str, x: int) -> None:
+    saved = iptables_save()
+    if saved is None:
+        raise RuntimeError("iptables-save is missing (apt-get install iptables)")
+    if not has_forward_chain(saved):
+        return  # nothing there can drop, and adding a rule would create the table for good
+    for spec in _forward_rule_specs(bridge, x):
+        _iptables("-I", "FORWARD", "1", *spec)  # before anything of the host's that drops
+
+
+def _delete_forward_rules(doomed: Callable[[str], bool]) -> None:
+    """Delete the tagged FORWARD rules whose bridge is ``doomed``, exactly as
+    iptables-save shows them (so rules of an older harness go too)."""
+    saved = iptables_save()
+    if saved is None:
+        return
+    for bridge, args in tagged_forward_rules(saved):
+        if doomed(bridge):
+            _iptables("-D", *args[1:], check=False)  # args[0] is "-A"
+
+
 def _pick_docker_x(prefer: int | None = None) -> int:
     """An X for which 10.213.X.0/24 and 10.214.X.0/24 overlap nothing on the
     machine: ``prefer`` if it still qualifies, else a random one."""
@@ -1134,7 +1251,10 @@ def _pick_docker_x(prefer: int | None = None) -> int:
 
 def _teardown_docker_net(bridge: str | None, x: int) -> None:
     """Delete the rules and table of X, every bridge with an address in X's
-    subnets (dockerd's br-<id> for user-defined networks) and ``bridge``."""
+    subnets (dockerd's br-<id> for user-defined networks) and ``bridge``, and
+    ``bridge``'s FORWARD rules."""
+    if bridge:
+        _delete_forward_rules(lambda tagged: tagged == bridge)
     for spec in _docker_rule_specs(x):
         while _run_ip("rule", "del", *spec, check=False).returncode == 0:
             pass
@@ -1165,13 +1285,14 @@ def _parse_bridge_alias(alias: str) -> tuple[str, int] | None:
 
 
 def _reap_stale_docker() -> None:
-    """Remove the bridges, user-network bridges and routing rules of test
-    engines whose owning process is gone (SIGKILLed pytest).  Their processes
-    and cgroups are _reap_stale's job, their temp dirs too."""
+    """Remove the bridges, user-network bridges, routing rules and FORWARD
+    rules of test engines whose owning process is gone (SIGKILLed pytest).
+    Their processes and cgroups are _reap_stale's job, their temp dirs too."""
     if shutil.which("ip") is None:
         return
     with _docker_net_lock():
         live: set[int] = set()
+        live_bridges: set[str] = set()
         for link in _ip_json("-d", "link", "show"):
             parsed = _parse_bridge_alias(link.get("ifalias") or "")
             if parsed is None:
@@ -1181,6 +1302,9 @@ def _reap_stale_docker() -> None:
                 _teardown_docker_net(link.get("ifname"), x)
             else:
                 live.add(x)
+                live_bridges.add(link.get("ifname"))
+        # FORWARD rules whose bridge is gone (killed between the two deletions).
+        _delete_forward_rules(lambda tagged: tagged not in live_bridges)
         # Rules left without their bridge (killed half-way through a teardown).
         for rule in _ip_json("rule"):
             try:
@@ -1307,7 +1431,8 @@ class DockerEngine(_Service):
     container and user-defined network first (a stopping dockerd would
     otherwise wait 10 s for each container that ignores SIGTERM), then stops
     dockerd (which stops its containerd), kills whatever is left in the
-    daemon's and the containers' cgroups and removes the bridges and rules.
+    daemon's and the containers' cgroups and removes the bridges and rules
+    (routing, and its own in the host's FORWARD chain).
     ``start()`` again reuses the data root (images survive); ``close()``
     removes everything.
     """
@@ -1372,6 +1497,7 @@ class DockerEngine(_Service):
                 for spec in _docker_rule_specs(x):
                     _run_ip("rule", "add", *spec)
                 _run_ip("route", "add", "prohibit", "default", "table", str(_DOCKER_TABLE_BASE + x))
+                _add_forward_rules(self.bridge, x)
             except BaseException:
                 _teardown_docker_net(self.bridge, x)
                 raise

@@ -75,9 +75,13 @@ def test_compose_file_is_valid_and_as_documented():
     assert agent["cap_drop"] == ["ALL"] and sorted(agent["cap_add"]) == ["SYS_ADMIN", "SYS_PTRACE"]
     assert agent["pid"] == "host" and agent["read_only"] is True
     mounts = [str(v) for v in agent["volumes"]]
-    for host_path in ("/run/dbus", "/sys/fs/cgroup", "/etc/resolv.conf"):
+    for host_path in ("/run/dbus", "/sys/fs/cgroup", "/etc/resolv.conf", "/etc/localtime"):
         (mount,) = [m for m in mounts if m.split(":")[0] == host_path]
         assert "read_only" in mount or mount.endswith(":ro") or "'ro'" in mount, mount
+    # The host's zone file at the agent's own /etc/localtime; never /etc/timezone (a
+    # host without it would get a directory created there).
+    assert [m for m in mounts if m.split(":")[0] == "/etc/localtime"][0].split(":")[1] == "/etc/localtime"
+    assert not [m for m in mounts if "timezone" in m]
     assert agent["environment"]["TICK_EXPORTER_AGENT_HOSTNAME"] == "pi-test"
     assert agent["environment"]["TICK_EXPORTER_OUTPUT_INFLUXDB_API"] == "v1"
 

@@ -4,7 +4,8 @@ Proves what the container memory and DNS features rely on: container cgroups
 found in cgroupfs, a real OOM kill, Docker's public-DNS fallback reproduced
 from a stub resolv.conf (8.8.8.8/8.8.4.4 are only read, never queried), the
 embedded DNS on user-defined networks, and that an engine leaves nothing
-behind, even when its owner is SIGKILLed.
+behind (its FORWARD rules included: tests/test_host_firewall.py), even when its
+owner is SIGKILLed.
 """
 
 import json
@@ -73,6 +74,8 @@ def _leftovers(engine_root: str, bridge: str, cgroup_name: str, x: int) -> list[
             found.append(f"interface {link['ifname']}")
     rules = subprocess.run(["ip", "rule"], capture_output=True, text=True, check=True).stdout
     found += [f"rule {r}" for r in rules.splitlines() if f"10.213.{x}." in r or f"10.214.{x}." in r]
+    found += [f"iptables {' '.join(args)}" for tagged, args in services.tagged_forward_rules(services.iptables_save())
+              if tagged == bridge]
     for mnt in services._cgroup_mounts():
         found += [f"cgroup {p}" for p in mnt.glob(f"{cgroup_name}*")]
     mounts = Path("/proc/self/mounts").read_text()
@@ -240,6 +243,8 @@ def test_sigkilled_owner_is_cleaned_up_by_the_next_engine():
     assert _pid_alive(state["container"])
     leftovers = _leftovers(state["root"], state["bridge"], state["cgroup"], state["x"])
     assert any(item.startswith("interface") for item in leftovers)
+    if services.has_forward_chain(services.iptables_save()):
+        assert any(item.startswith("iptables") for item in leftovers)
 
     with DockerEngine() as next_engine:  # reaps in __init__
         assert next_engine.ping()

@@ -14,7 +14,7 @@ from exporter.doctor.dns import check_dns
 from exporter.doctor.host import (PROC_PID_INIT_INO, check_cgroup_tree, check_dbus_socket,
                                   check_memory_cgroup, check_pid_namespace, dbus_access_finding,
                                   dbus_socket_path)
-from exporter.doctor.timers import TimerView, backup_like, lint
+from exporter.doctor.timers import TimerView, backup_like, check_removed, lint
 from exporter.point import Point
 from exporter.sources.docker_api import ContainerInfo
 
@@ -296,6 +296,32 @@ def test_enablement_cases():
                         fragment_path="/usr/lib/systemd/system/backup.timer")) == []
     # an elapsed one-shot timer (OnBootSec= passed) is fine
     assert lint(replace(HEALTHY, sub_state="elapsed")) == []
+
+
+def test_doctor_agrees_with_the_agents_watched_verdict():
+    """doctor reports a timer that is not armed exactly when the agent says `stopped`."""
+    # Skipped by its own Condition*= (fstrim.timer in a container): enabled, but the
+    # agent says not watched (inactive), and so does doctor.
+    skipped = replace(HEALTHY, active_state="inactive", sub_state="dead",
+                      fragment_path="/lib/systemd/system/fstrim.timer",
+                      health={"state": "inactive", "watched": False})
+    assert lint(skipped) == []
+    # A packaged backup the agent saw enabled, then disabled and stopped: still watched.
+    remembered = replace(HEALTHY, active_state="inactive", sub_state="dead", unit_file_state="disabled",
+                         fragment_path="/usr/lib/systemd/system/backup.timer",
+                         health={"state": "stopped", "watched": True})
+    assert [(f.id, f.severity) for f in lint(remembered)] == [("timer-inactive", "warning")]
+
+
+def test_a_removed_timer_is_a_finding():
+    removed = Point("systemd_timer", {"host": "h", "manager": "user", "timer": "backup.timer",
+                                      "service": "backup.service"},
+                    {"state": "removed", "healthy": False, "removed_since": 1795567680}, 0)
+    ok = Point("systemd_timer", {"timer": "other.timer"}, {"state": "ok"}, 0)
+    (finding,) = check_removed([removed, ok], "user")
+    assert (finding.id, finding.severity, finding.subject) == ("timer-removed", "warning", "backup.timer")
+    assert "systemctl --user daemon-reload" in finding.fix and "`ignore`" in finding.fix
+    assert "2026-11-" in finding.problem
 
 
 def test_service_with_install_section():

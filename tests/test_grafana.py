@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter.timer_health import PRECEDENCE
 from tests.agent_scenario import Scenario
 from tests.metrics_schema import schema
 from tests.simple_yaml import parse as parse_provisioning
@@ -125,7 +126,7 @@ def test_queries_use_the_variables():
             if panel is not None or where.startswith("annotation"):
                 # "Agent up" looks at the last minutes whatever the time range: it is
                 # about now (a stale heartbeat is a dead agent), not about the range.
-                fixed_window = "WHERE time > now() - 5m AND" in query and "Agent up" in panel["title"]
+                fixed_window = "WHERE time > now() - 150s AND" in query and "Agent up" in panel["title"]
                 assert "$timeFilter" in query or fixed_window, f"{path.name} {where}"
             if "GROUP BY time(" in query:
                 assert "GROUP BY time($__interval)" in query, f"{path.name} {where}"
@@ -186,6 +187,9 @@ def filled(user_manager, influxdb, docker_engine, dnsmasq, tmp_path_factory):
         scenario.container("graf-pinned", "--dns", dnsmasq.address)
         for name, command in TIMERS.items():
             scenario.timer(name, command)
+        # Written, never started: a watched timer systemd will not start (stopped).
+        user_manager.write_unit("graf-unarmed.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+        user_manager.write_unit("graf-unarmed.timer", "[Timer]\nOnCalendar=*:*:0/5\n")
         main = scenario.config("agent", "graf-host", timers="graf-*", containers=True, dns=True, host_memory=True)
         # A second host whose memory collector fails (no Docker socket): errors to show.
         broken = scenario.config("broken", "graf-broken", containers=True,
@@ -211,7 +215,8 @@ def filled(user_manager, influxdb, docker_engine, dnsmasq, tmp_path_factory):
 
 ALL = {"host": ".*", "timer": ".*", "container": ".*"}
 # What a multi-value selection expands to inside a regex (values regex-escaped, as Grafana does).
-CHOSEN = {"host": "(graf-host|graf-broken)", "timer": "(graf-ok\\.timer|graf-fail\\.timer|graf-stopped\\.timer)",
+CHOSEN = {"host": "(graf-host|graf-broken)",
+          "timer": "(graf-ok\\.timer|graf-fail\\.timer|graf-stopped\\.timer|graf-unarmed\\.timer)",
           "container": "(graf-limited|graf-fallback|graf-pinned)"}
 
 
@@ -295,7 +300,7 @@ def test_variables_list_the_objects(filled):
                 rows = run(filled, grafana_macros(template, ALL, "1s"))[0]["values"]
                 found[where.split()[1]] = {value for _, value in rows}
     assert found["host"] == {"graf-host", "graf-broken"}
-    assert found["timer"] == {"graf-ok.timer", "graf-fail.timer", "graf-stopped.timer"}
+    assert found["timer"] == {"graf-ok.timer", "graf-fail.timer", "graf-stopped.timer", "graf-unarmed.timer"}
     assert found["container"] == {"graf-limited", "graf-fallback", "graf-pinned"}
 
 
@@ -308,14 +313,30 @@ def values_of(influxdb, path, title, values=ALL):
     return out
 
 
+def value_mappings(node):
+    """Every value mapping ({"type": "value", "options": ...}) anywhere in a dashboard."""
+    if isinstance(node, dict):
+        if node.get("type") == "value" and isinstance(node.get("options"), dict):
+            yield node
+        for child in node.values():
+            yield from value_mappings(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from value_mappings(child)
+
+
 def test_the_panels_show_the_states_the_agent_saw(filled):
     timers = GRAFANA / "dashboards" / "timers.json"
-    assert values_of(filled, timers, "Unhealthy timers")[0]["count"] == 2
+    assert values_of(filled, timers, "Unhealthy timers")[0]["count"] == 3  # failed, missed, stopped
     assert values_of(filled, timers, "Missed runs (backups)")[0]["count"] == 1
     assert values_of(filled, timers, "Failed timers")[0]["count"] == 1
     table = {row["timer"]: row for row in values_of(filled, timers, "Every timer")}
     assert {t: row["state"] for t, row in table.items()} == {
-        "graf-ok.timer": "ok", "graf-fail.timer": "failed", "graf-stopped.timer": "missed"}
+        "graf-ok.timer": "ok", "graf-fail.timer": "failed", "graf-stopped.timer": "missed",
+        "graf-unarmed.timer": "stopped"}
+    # Every state the agent writes has a colour in the state panels.
+    state_maps = [m["options"] for m in value_mappings(load(timers)) if "ok" in m["options"]]
+    assert len(state_maps) == 2 and all(set(m) == set(PRECEDENCE) for m in state_maps)
     assert table["graf-fail.timer"]["last_exit_code"] == 3 and table["graf-fail.timer"]["last_success"] == 0
     assert table["graf-ok.timer"]["last_success"] % 1000 == 0 and table["graf-ok.timer"]["last_success"] > 1.7e12
     containers = GRAFANA / "dashboards" / "containers.json"

@@ -32,9 +32,11 @@ def test_check_fresh_stale_missing_and_corrupt(tmp_path):
     assert check(path, 0) == (False, f"no heartbeat at {path}: the agent has not completed a sample yet")
     Heartbeat(path, 10.0).write([exporter_point("dns", False)], 1000.0)
     assert check(path, 1005.0) == (True, "last sample 5s ago; failing sources: dns")
-    assert check(path, 1050.0)[0] is True          # 2 intervals + 30 s slack = 50 s
-    healthy, line = check(path, 1051.0)
-    assert not healthy and line.startswith("last sample 51s ago (limit 50s): the agent is stuck")
+    # Down after 2.5 intervals (agent_down's definition): one missed sample is tolerated.
+    assert check(path, 1000.0 + 2 * 10.0 + 4.0)[0] is True
+    assert check(path, 1025.0)[0] is True
+    healthy, line = check(path, 1026.0)
+    assert not healthy and line.startswith("last sample 26s ago (limit 25s): the agent is stuck")
     open(path, "w").write("{not json")
     healthy, line = check(path, 1005.0)
     assert not healthy and line.startswith(f"unreadable heartbeat {path}:")

@@ -23,6 +23,8 @@ from exporter.config import load_config
 from tests.agent_scenario import Scenario
 from tests.metrics_schema import ROOT, schema
 from tests.simple_yaml import parse as parse_yaml
+from tests.tick_lambda import LambdaError, check_regex, lambdas_in
+from tests.tick_lambda import parse as parse_lambda
 
 KAPACITOR = ROOT / "kapacitor"
 TEMPLATES = sorted((KAPACITOR / "templates").glob("*.tick"))
@@ -272,13 +274,18 @@ def task(name):
 
 
 def check_value(kind, value, where):
+    """A task var's value as Kapacitor reads it: a regex is compiled as it is (Go RE2, no
+    slashes), a lambda is parsed as a TICKscript expression."""
     if kind == "regex":
-        assert isinstance(value, str) and not value.startswith("/"), f"{where}: a regex without slashes"
-        re.compile(value)
+        assert isinstance(value, str), where
+        assert not (value.startswith("/") and value.endswith("/") and len(value) > 1), \
+            f"{where}: a regex var is written without slashes"
+        check_regex(value)
     elif kind == "duration":
         assert isinstance(value, str) and re.fullmatch(DURATION, value), where
     elif kind == "lambda":
-        assert isinstance(value, str) and not value.startswith("lambda:"), where
+        assert isinstance(value, str), where
+        parse_lambda(value)  # LambdaError: kapacitord would refuse the task
     else:
         assert type(value).__name__ == {"string": "str"}.get(kind, kind), f"{where}: not a {kind}: {value!r}"
 
@@ -298,6 +305,93 @@ def test_task_file_matches_its_template(name):
         if spec["type"] == "lambda":  # a lambda's references are checked like the template's
             for ref in re.findall(r'"(\w+)"', spec["value"]):
                 assert ref in known["tags"] or ref in known["fields"], f"{name}.{var}: {ref}"
+
+
+def source_without_comments(path):
+    return "".join({"code": "{}", "string": "'{}'", "ref": '"{}"', "regex": "/{}/"}[kind].format(text)
+                   for kind, text in tokens(path.read_text()))
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_every_lambda_of_the_templates_parses(name):
+    s = SCRIPTS[name]
+    found = lambdas_in(source_without_comments(s.path))
+    assert found, name
+    for text in found:
+        parse_lambda(text, {var: info["type"] for var, info in s.vars.items()})
+    for regex in s.regexes:
+        check_regex(regex)
+
+
+def test_agent_down_is_the_one_definition_of_down():
+    """The alert, the dashboard's "Agent up" and `tick-exporter health` say the same:
+    no heartbeat for 2.5 intervals (docs/alerts.md, agent_down)."""
+    from exporter.health import DOWN_AFTER_INTERVALS
+    units = {"s": 1, "m": 60, "h": 3600}
+    seconds = lambda text: int(text[:-1]) * units[text[-1]]  # noqa: E731
+    interval = load_config(None, {}).agent.interval
+    down_after = DOWN_AFTER_INTERVALS * interval
+    assert seconds(default_text(SCRIPTS["agent_down"], "period")) == down_after
+    assert seconds(task("agent_down")["vars"]["period"]["value"]) == down_after
+    agent = (ROOT / "grafana" / "dashboards" / "agent.json").read_text()
+    (window,) = re.findall(r'SELECT last\(\\"up\\"\) FROM \\"exporter\\" WHERE time > now\(\) - (\w+) AND', agent)
+    assert seconds(window) == down_after
+    # The deadman fires period to 2 x period after the last heartbeat: within 5 minutes
+    # at the 60 s interval, and never for one missed heartbeat (a gap of 2 intervals).
+    assert 2 * down_after <= 300 and down_after > 2 * interval
+
+
+def test_every_shipped_var_value_reads_as_kapacitor_reads_it():
+    checked = 0
+    for path in TASKS:
+        for var, spec in parse_yaml(path)["vars"].items():
+            check_value(spec["type"], spec["value"], f"{path.name}.{var}")
+            checked += 1
+    assert checked >= 20
+
+
+@pytest.mark.parametrize("text", [
+    '"state" == \'missed\' OR "state" == \'failed\'',
+    '"usage_percent" > 80.0 AND isPresent("limit_bytes")',
+    '!("state" == \'ok\') AND "timer" =~ /^backup/',
+    '"overdue_s" / 60.0 >= 5 OR "since_last_s" > 1.5 * 3600.0',
+    '"up" == TRUE AND "host" !~ /^(test|dev)-/',
+    'strHasPrefix("timer", \'backup\') AND "missed_runs" >= 1',
+])
+def test_the_lambda_parser_accepts_tickscript(text):
+    tree, refs = parse_lambda(text)
+    assert tree and refs
+
+
+@pytest.mark.parametrize("text, why", [
+    ('"state" == \'missed', "unterminated"),
+    ('"state" = \'missed\'', "unexpected"),
+    ('"state" == \'late\' OR', "expected a value"),
+    ('state == \'late\'', "not a var"),
+    ('"state" == \'late\' or "state" == \'missed\'', "TICKscript writes AND, OR"),
+    ('"timer" =~ \'^backup\'', "take a regex"),
+    ('"state" == /late/', "take a regex"),
+    ('lambda: "state" == \'late\'', "without `lambda:`"),
+    ('"a" > 1 > 0', "do not chain"),
+    ('("state" == \'late\'', "expected ')'"),
+    ('"timer" =~ /^(?!old)/', "not RE2"),
+    ('"timer" =~ /([a-z]/', "missing"),
+    ('nosuch("x")', "no such lambda function"),
+    ('"x" > 1.5m', "whole number"),
+    ('"state" == \'late\' "state"', "after a complete expression"),
+])
+def test_the_lambda_parser_rejects_what_kapacitor_rejects(text, why):
+    with pytest.raises(LambdaError, match=re.escape(why)):
+        parse_lambda(text)
+
+
+def test_a_malformed_var_value_is_caught():
+    with pytest.raises(LambdaError):
+        check_value("lambda", '"state" == \'missed\' OR', "missed_backup.crit")
+    with pytest.raises(AssertionError, match="without slashes"):
+        check_value("regex", "/^backup/", "missed_backup.timers")
+    with pytest.raises(LambdaError, match="not RE2"):
+        check_value("regex", "^(?!old-)", "missed_backup.timers")
 
 
 def default_text(s, var):
@@ -510,6 +604,10 @@ def filled(user_manager, influxdb, docker_engine, dnsmasq, tmp_path_factory):
         scenario.timer("kap-ok", "/bin/true")
         scenario.timer("kap-fail", "/bin/sh -c 'exit 3'")
         scenario.timer("kap-stopped", "/bin/true")
+        scenario.timer("kap-removed", "/bin/true")
+        # Written, never started: a watched timer systemd will not start (stopped).
+        user_manager.write_unit("kap-unarmed.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+        user_manager.write_unit("kap-unarmed.timer", EVERY_20S)
         user_manager.write_unit("kap-blocker.service", "[Service]\nType=oneshot\nExecStart=/bin/sleep 600\n")
         scenario.timer("kap-late", "/bin/true", EVERY_20S, unit="[Unit]\nAfter=kap-blocker.service\n")
         main = scenario.config("agent", "kap-host", timers="kap-*", containers=True, dns=True)
@@ -527,6 +625,11 @@ def filled(user_manager, influxdb, docker_engine, dnsmasq, tmp_path_factory):
         scenario.oom_kill("kap-limited")
         scenario.wait_ran("kap-stopped.service")
         user_manager.systemctl("stop", "kap-stopped.timer")
+        # The agent saw kap-removed (watched); then its unit file is deleted.
+        scenario.wait_rows('SELECT last("state") FROM "systemd_timer" WHERE "timer" = \'kap-removed.timer\'', "kap-removed")
+        user_manager.systemctl("stop", "kap-removed.timer")
+        user_manager.remove_unit("kap-removed.timer")
+        user_manager.daemon_reload()
         next_due = (int(time.time()) // 5 + 1) * 5
         time.sleep(max(0.0, next_due + 2 - time.time()) + 2.5)  # kap-stopped's next run + grace: missed
         time.sleep(max(0.0, started + 12 - time.monotonic(), dead_at + 12 - time.monotonic(),
@@ -562,9 +665,17 @@ def test_missed_backup(filled):
     assert stopped["state"] == "missed" and stopped["missed_runs"] >= 1 and stopped["overdue_s"] > 0
     assert stopped["last_success"] > 1.7e9
     warn = objects(filled, "missed_backup", "warning")
-    assert set(warn) == {("kap-host", "kap-late.timer")}
+    assert set(warn) == {("kap-host", "kap-late.timer"), ("kap-host", "kap-unarmed.timer"),
+                         ("kap-host", "kap-removed.timer")}
     (late,) = warn[("kap-host", "kap-late.timer")]
     assert late["state"] == "late" and late["overdue_s"] >= 2 and late["missed_runs"] == 0
+    (unarmed,) = warn[("kap-host", "kap-unarmed.timer")]
+    assert unarmed["state"] == "stopped" and unarmed["missed_runs"] == 0  # never armed, never ran
+    (removed,) = warn[("kap-host", "kap-removed.timer")]
+    assert removed["state"] == "removed" and removed["last_success"] > 1.7e9
+    # Stopped or removed on purpose: the task's `ignore` silences it.
+    quiet = objects(filled, "missed_backup", "warning", ignore="^kap-(unarmed|removed)\\.timer$")
+    assert set(quiet) == {("kap-host", "kap-late.timer")}
     # The timers regex narrows what is watched: the task var, rendered into the query.
     assert set(objects(filled, "missed_backup", "critical", timers="^kap-fail")) == {("kap-host", "kap-fail.timer")}
 

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from exporter.timer_health import HEALTHY
 from exporter.point import Point
 from exporter.status import (exit_code, format_span, format_time, render_json,
                              render_table, should_color)
@@ -44,7 +45,7 @@ def timer(name: str, state: str, *, service: str | None = None, manager: str = "
                   last_run_end=extra.pop("last_run_end", 0))
     if "last_duration_s" in extra:
         fields["last_duration_s"] = extra.pop("last_duration_s")
-    fields.update(state=state, healthy=state in ("ok", "running"))
+    fields.update(state=state, healthy=state in HEALTHY)
     if newer:
         fields.update(expected_at=extra.pop("expected_at", last_trigger),
                       overdue_s=extra.pop("overdue_s", 0.0),
@@ -80,10 +81,19 @@ def realistic() -> list[Point]:
               next_elapse=at("2026-11-25 12:43:00"), schedule="OnUnitActiveSec=12h",
               last_result="success", last_exit_kind="none",
               last_success=at("2026-11-24 12:51:30")),
-        # Stopped and disabled by hand last month: no next elapse.
+        # A distribution's timer, disabled by hand last month: no next elapse, not watched.
         timer("old-report.timer", "inactive", active_state="inactive",
               last_trigger=at("2026-10-02 06:00:00"), last_run_end=at("2026-10-02 06:00:04"),
               last_duration_s=4.0, last_success=at("2026-10-02 06:00:04")),
+        # The user's NAS backup, stopped before it ever ran: systemd will not start it.
+        timer("nas-backup.timer", "stopped", active_state="inactive", last_exit_kind="none"),
+        # A watched timer whose unit file was deleted yesterday: the agent's memory.
+        Point("systemd_timer", {"host": HOST, "manager": "system", "timer": "usb-backup.timer",
+                                "service": "usb-backup.service"},
+              {"state": "removed", "healthy": False, "watched": True, "unit_file_state": "",
+               "expected_at": 0, "overdue_s": 0.0, "missed_runs": 0,
+               "last_success": at("2026-11-20 03:00:40"), "consecutive_failures": 0,
+               "removed_since": at("2026-11-24 09:00:00")}, NOW * NS),
         # Installed yesterday, never elapsed yet.
         timer("scrub.timer", "ok", next_elapse=at("2026-11-29 01:00:00"),
               schedule="OnCalendar=Sun *-*-* 01:00:00", last_exit_kind="none"),
@@ -122,13 +132,15 @@ Wed 2026-11-25 03:30:00 UTC  2h 42min   Tue 2026-11-24 03:30:00 UTC  21h 18min a
 Wed 2026-11-25 22:15:00 UTC  21h 27min  Tue 2026-11-24 22:15:00 UTC  2h 33min ago   db dump "nightly".timer  db dump "nightly".service  ok        success        never          -        -
 Wed 2026-11-25 12:43:00 UTC  11h 55min  Wed 2026-11-25 00:43:00 UTC  5min ago       db-dump.timer            db-dump.service            running   -              11h 56min ago  -        -
 Wed 2026-11-25 00:45:00 UTC  3min ago   Tue 2026-11-24 23:45:00 UTC  1h 3min ago    mirror.timer             mirror.service             late      success        1h 1min ago    3min     -
+-                            -          -                            -              nas-backup.timer         nas-backup.service         stopped   -              never          -        -
 Wed 2026-11-25 02:00:00 UTC  1h 12min   Sun 2026-11-22 02:00:00 UTC  2d 22h ago     offsite-sync.timer       offsite-sync.service       missed    success        2d 22h ago     1d 2h    2
 -                            -          Fri 2026-10-02 06:00:00 UTC  1month 3w ago  old-report.timer         old-report.service         inactive  success        1month 3w ago  -        -
 Wed 2026-11-25 23:00:00 UTC  22h 12min  Tue 2026-11-24 23:00:00 UTC  1h 48min ago   photos-index.timer       photos-index.service       failed    signal (15)    4d ago         -        -
 Sun 2026-11-29 01:00:00 UTC  4d         -                            -              scrub.timer              scrub.service              ok        -              never          -        -
+-                            -          -                            -              usb-backup.timer         usb-backup.service         removed   -              4d 21h ago     -        -
 Mon 2026-11-30 22:48:00 UTC  5d 22h     Mon 2026-11-23 22:48:00 UTC  1d 2h ago      verify.timer             verify.service             overrun   -              1w 1d ago      -        -
 
-10 timers listed: 4 healthy, 2 failed, 1 missed, 1 overrun, 1 late, 1 inactive."""
+12 timers listed: 5 healthy, 2 failed, 1 missed, 1 overrun, 1 late, 1 stopped, 1 removed."""
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 GREEN, CYAN, YELLOW, RED, GREY, RESET = (
@@ -154,11 +166,13 @@ def test_table_colour_marks_state_and_unit_and_keeps_alignment():
     expected = {
         "backup.timer": (GREEN, "ok"), "backup@home.timer": (RED, "failed"),
         'db dump "nightly".timer': (GREEN, "ok"), "db-dump.timer": (CYAN, "running"),
-        "mirror.timer": (YELLOW, "late"), "offsite-sync.timer": (RED, "missed"),
+        "mirror.timer": (YELLOW, "late"), "nas-backup.timer": (YELLOW, "stopped"),
+        "offsite-sync.timer": (RED, "missed"),
         "old-report.timer": (GREY, "inactive"), "photos-index.timer": (RED, "failed"),
-        "scrub.timer": (GREEN, "ok"), "verify.timer": (YELLOW, "overrun"),
+        "scrub.timer": (GREEN, "ok"), "usb-backup.timer": (YELLOW, "removed"),
+        "verify.timer": (YELLOW, "overrun"),
     }
-    rows = lines[1:11]
+    rows = lines[1:13]
     assert len(rows) == len(expected)
     for row, (unit, (colour, state)) in zip(rows, expected.items()):
         # Exactly two coloured cells per row: the unit and its state, each reset at once.
@@ -170,7 +184,7 @@ def test_table_colour_marks_state_and_unit_and_keeps_alignment():
 
 def test_table_columns_start_at_the_same_visible_offset():
     coloured = render_table(realistic(), NOW, color=True)
-    plain_lines = ANSI.sub("", coloured).split("\n")[:11]
+    plain_lines = ANSI.sub("", coloured).split("\n")[:13]
     header = plain_lines[0]
     for title in ("LEFT", "LAST ", "PASSED", "UNIT", "ACTIVATES", "STATE", "RESULT",
                   "LAST SUCCESS", "OVERDUE", "MISSED"):
@@ -292,7 +306,7 @@ def test_json_has_every_field_sorted_by_timer():
     assert document["healthy"] is False
     timers = document["timers"]
     names = [t["timer"] for t in timers]
-    assert names == sorted(names) and len(names) == 10
+    assert names == sorted(names) and len(names) == 12
     by_name = {p.tags["timer"]: p for p in points if p.measurement == "systemd_timer"}
     newer = ["consecutive_failures", "expected_at", "last_success", "missed_runs", "overdue_s"]
     for entry in timers:
@@ -314,7 +328,7 @@ def test_json_healthy_and_empty():
     healthy = [p for p in realistic() if p.fields.get("healthy") is not False]
     document = json.loads(render_json(healthy, NOW))
     assert document["healthy"] is True
-    assert [t["state"] for t in document["timers"]] == ["ok", "ok", "running", "ok"]
+    assert [t["state"] for t in document["timers"]] == ["ok", "ok", "running", "inactive", "ok"]
     assert json.loads(render_json([], NOW)) == {"timers": [], "containers": [], "problems": [],
                                                 "healthy": True}
 
@@ -332,8 +346,13 @@ def test_exit_code():
     assert exit_code([p for p in points if p.fields.get("healthy") is not False]) == 0
     assert exit_code([]) == 0
     assert exit_code([p for p in points if p.measurement != "systemd_timer"]) == 0
-    # One unhealthy timer is enough.
-    assert exit_code([points[0], points[4]]) == 1
+    # One unhealthy timer is enough: a stopped backup is one, a timer nobody expects
+    # to run (inactive) is not.
+    by_name = {p.tags.get("timer"): p for p in points}
+    assert exit_code([by_name["backup.timer"], by_name["offsite-sync.timer"]]) == 1
+    assert exit_code([by_name["backup.timer"], by_name["nas-backup.timer"]]) == 1
+    assert exit_code([by_name["backup.timer"], by_name["usb-backup.timer"]]) == 1
+    assert exit_code([by_name["backup.timer"], by_name["old-report.timer"]]) == 0
     # A point without a verdict is not a healthy one.
     assert exit_code([Point("systemd_timer", {"timer": "x.timer"}, {"state": "ok"})]) == 1
 

@@ -1,13 +1,14 @@
 """Timer health with an injected clock: long schedules (daily, weekly, monthly, DST days)
 judged in microseconds without waiting for them."""
 
+from dataclasses import replace
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from exporter.schedule import to_usec
-from exporter.timer_health import PRECEDENCE, TimerFacts, evaluate
+from exporter.timer_health import HEALTHY, PRECEDENCE, TimerFacts, evaluate, expects_armed
 
 BERLIN = ZoneInfo("Europe/Berlin")
 UTC = ZoneInfo("UTC")
@@ -74,26 +75,54 @@ def test_start_job_waiting_is_late_then_missed_when_the_next_run_comes():
     assert (later.state, later.missed_runs) == ("missed", 1)
 
 
-def test_stopped_timer_is_inactive_until_its_next_due_time_then_missed_counting_up():
+def test_stopped_timer_is_stopped_until_its_next_due_time_then_missed_counting_up():
     ran = at("2026-11-25 04:00:02")
     stopped = facts(armed=False, last_run_start_us=ran)
-    assert judge(stopped, at("2026-11-25 12:00:00")).state == "inactive"
-    assert judge(stopped, at("2026-11-26 04:04:00")).state == "inactive"  # within grace
+    assert judge(stopped, at("2026-11-25 12:00:00")).state == "stopped"
+    assert judge(stopped, at("2026-11-26 04:04:00")).state == "stopped"  # within grace
     one = judge(stopped, at("2026-11-26 04:06:00"))
     assert (one.state, one.missed_runs) == ("missed", 1)
     three = judge(stopped, at("2026-11-28 04:06:00"))
     assert (three.state, three.missed_runs, three.overdue_s) == ("missed", 3, 2 * 86400 + 360)
 
 
-def test_disabled_timer_that_never_ran_stays_inactive():
-    assert judge(facts(armed=False), at("2026-11-25 12:00:00")).state == "inactive"
+def test_watched_timer_stopped_before_it_ever_ran_is_stopped_not_healthy():
+    health = judge(facts(armed=False), at("2026-11-25 12:00:00"))
+    assert health.state == "stopped" and health.state not in HEALTHY
+
+
+def test_unwatched_timer_that_is_not_armed_is_inactive_and_never_missed():
+    # A distro timer left disabled: it ran once, long ago; nobody expects it to run again.
+    f = facts(armed=False, watched=False, last_run_start_us=at("2026-11-01 04:00:02"))
+    health = judge(f, at("2026-11-25 12:00:00"))
+    assert (health.state, health.missed_runs) == ("inactive", 0) and "inactive" in HEALTHY
+    # ... but a failed last run is still a failure, and a run in progress still runs.
+    assert judge(replace(f, last_failed=True), at("2026-11-25 12:00:00")).state == "failed"
+    assert judge(replace(f, running=True), at("2026-11-25 12:00:00")).state == "running"
 
 
 def test_timer_stopped_before_its_first_run_is_missed_after_it():
     f = facts(armed=False, armed_since_us=at("2026-11-24 20:00:00"))
-    assert judge(f, at("2026-11-25 04:04:00")).state == "inactive"
+    assert judge(f, at("2026-11-25 04:04:00")).state == "stopped"
     health = judge(f, at("2026-11-25 04:06:00"))
     assert (health.state, health.missed_runs, health.overdue_s) == ("missed", 1, 360.0)
+
+
+@pytest.mark.parametrize("unit_file_state, path, skipped, remembered, watched", [
+    ("enabled", "/usr/lib/systemd/system/apt-daily.timer", False, False, True),
+    ("disabled", "/lib/systemd/system/e2scrub_all.timer", False, False, False),
+    ("static", "/usr/lib/systemd/system/systemd-tmpfiles-clean.timer", False, False, False),
+    ("enabled", "/lib/systemd/system/fstrim.timer", True, False, False),   # in a container
+    ("enabled", "/lib/systemd/system/fstrim.timer", True, True, False),
+    ("disabled", "/etc/systemd/system/backup.timer", False, False, True),
+    ("static", "/home/pi/.config/systemd/user/backup.timer", False, False, True),
+    ("disabled", "/usr/local/lib/systemd/system/restic.timer", False, False, True),
+    ("disabled", "/lib/systemd/system/borgmatic.timer", False, True, True),  # was enabled
+    ("linked", "/opt/backup/backup.timer", False, False, True),
+    ("", "", False, False, False),
+])
+def test_the_watched_set(unit_file_state, path, skipped, remembered, watched):
+    assert expects_armed(unit_file_state, path, skipped, remembered) is watched
 
 
 def test_armed_timer_that_never_ran_past_its_first_due_time_is_missed():
@@ -155,7 +184,8 @@ def test_failed_and_precedence():
     stopped = facts(last_failed=True, armed=False, last_run_start_us=ran)
     assert judge(stopped, at("2026-11-25 09:00:00")).state == "failed"
     assert judge(stopped, at("2026-11-26 09:00:00")).state == "missed"
-    assert PRECEDENCE == ("overrun", "running", "missed", "failed", "late", "inactive", "ok")
+    assert PRECEDENCE == ("removed", "overrun", "running", "missed", "failed", "late", "stopped",
+                          "inactive", "ok")
 
 
 @pytest.mark.parametrize("period_s, now_offset_s, missed", [(3600, 3600 * 5 + 600, 6), (900, 100, 1)])
@@ -163,7 +193,7 @@ def test_monotonic_stopped_timer_uses_the_remembered_deadline(period_s, now_offs
     deadline = at("2026-11-25 10:00:00")
     f = facts([], monotonic=[("OnUnitActiveUSec", period_s * 1_000_000, 0)], armed=False,
               remembered_next_us=deadline, last_run_start_us=deadline - period_s * 1_000_000)
-    assert judge(f, deadline + 60_000_000, grace=120_000_000).state == "inactive"
+    assert judge(f, deadline + 60_000_000, grace=120_000_000).state == "stopped"
     health = judge(f, deadline + now_offset_s * 1_000_000, grace=60_000_000)
     assert (health.state, health.missed_runs) == ("missed", missed)
 

@@ -54,7 +54,7 @@ class Sampler:
         seen = []
         while time.monotonic() < deadline:
             fields = (await self.sample()).get(timer)
-            seen.append(fields and (fields["state"], fields["missed_runs"], fields["active_state"],
+            seen.append(fields and (fields["state"], fields["missed_runs"], fields.get("active_state"),
                                     fields.get("service_state")))
             if fields and predicate(fields):
                 return fields
@@ -129,13 +129,85 @@ async def test_stopped(manager, sampler):
     # systemd unloads the stopped timer (garbage collection) and forgets its last
     # trigger; the agent still knows the last run from its own memory.
     now = await sampler.sample()
-    assert now["stopped.timer"]["state"] == "inactive"
+    assert (now["stopped.timer"]["state"], now["stopped.timer"]["healthy"]) == ("stopped", False)
+    assert now["stopped.timer"]["watched"] is True
     next_due = (fired["last_run_start"] // 5 + 1) * 5
     missed = await sampler.until("stopped.timer", lambda f: f["state"] == "missed")
     assert time.time() >= next_due + 2 and missed["missed_runs"] == 1
     assert missed["overdue_s"] >= 2 and missed["healthy"] is False
     more = await sampler.until("stopped.timer", lambda f: f["missed_runs"] >= 2)
     assert more["state"] == "missed" and more["overdue_s"] >= 7
+
+
+@live
+async def test_unarmed(manager, sampler):
+    """The watched set on a real manager: the user's timers that are not armed are
+    `stopped` (a problem) from the first sample, even if the agent never saw them run;
+    those nobody expects to elapse are `inactive` (healthy)."""
+    sampler.collector.config = sampler.config = load_config(None, {
+        "TICK_EXPORTER_TIMERS_GRACE": "1s",
+        "TICK_EXPORTER_TIMERS_INCLUDE": "unarmed*,systemd-tmpfiles-clean.timer"}).timers
+    install = "[Install]\nWantedBy=timers.target\n"
+    body = "[Service]\nType=oneshot\nExecStart=/bin/true\n"
+    for name in ("unarmed-enabled", "unarmed-disabled", "unarmed-static", "unarmed-skipped",
+                 "unarmed-once"):
+        manager.write_unit(f"{name}.service", body)
+    manager.write_unit("unarmed-enabled.timer", EVERY_5S + install)
+    manager.write_unit("unarmed-disabled.timer", EVERY_5S + install)
+    manager.write_unit("unarmed-static.timer", EVERY_5S)  # no [Install]: never enabled
+    manager.write_unit("unarmed-skipped.timer", "[Unit]\nConditionPathExists=/nonexistent/tick\n"
+                       + EVERY_5S + install)
+    manager.write_unit("unarmed-once.timer", "[Timer]\nOnActiveSec=1s\nAccuracySec=1s\n")
+    # As timers.target at boot: an active target that wants the timer keeps it loaded,
+    # with its ConditionResult (an inactive unit nothing references is garbage-collected
+    # and forgets it).
+    manager.write_unit("unarmed.target", "[Unit]\nWants=unarmed-skipped.timer\n")
+    manager.daemon_reload()
+    manager.systemctl("enable", "unarmed-enabled.timer", "unarmed-skipped.timer")
+    manager.systemctl("start", "unarmed.target", "unarmed-once.timer")  # skipped; fires once
+    try:
+        done = await sampler.until("unarmed-once.timer", lambda f: f["last_run_start"] > 0
+                                   and f["state"] != "running")
+        now = await sampler.sample()
+    finally:
+        manager.systemctl("disable", "unarmed-enabled.timer", "unarmed-skipped.timer")
+        manager.systemctl("stop", "unarmed.target")
+    seen = {name: (f["state"], f["healthy"], f["watched"], f["unit_file_state"])
+            for name, f in now.items()}
+    assert seen["unarmed-enabled.timer"] == ("stopped", False, True, "enabled")
+    assert seen["unarmed-disabled.timer"] == ("stopped", False, True, "disabled")
+    assert seen["unarmed-static.timer"] == ("stopped", False, True, "static")
+    # Its own Condition*= skipped it (as fstrim.timer's in a container): not a problem.
+    assert seen["unarmed-skipped.timer"] == ("inactive", True, False, "enabled")
+    # An OnActiveSec= that fired: elapsed for good, done.
+    assert done["active_state"] == "active"
+    assert seen["unarmed-once.timer"] == ("inactive", True, False, "static")
+    # The distribution's timer, not started in this manager: a vendor file, static.
+    assert seen["systemd-tmpfiles-clean.timer"][:3] == ("inactive", True, False)
+    for name in ("unarmed-enabled", "unarmed-disabled", "unarmed-static"):
+        assert now[f"{name}.timer"]["missed_runs"] == 0  # never armed: nothing to miss
+
+
+@live
+async def test_removed(manager, sampler):
+    """A watched timer whose unit file is deleted keeps a series: `removed`, from the
+    agent's memory, also after the agent restarts."""
+    install(manager, "removed", "ExecStart=/bin/true")
+    ran = await sampler.until("removed.timer", lambda f: f["last_success"] > 0 and f["state"] != "running")
+    manager.systemctl("stop", "removed.timer")
+    manager.remove_unit("removed.timer")
+    manager.daemon_reload()
+    gone = await sampler.until("removed.timer", lambda f: f["state"] == "removed")
+    assert gone["healthy"] is False and gone["watched"] is True
+    assert gone["last_success"] == ran["last_success"] and 0 < time.time() - gone["removed_since"] < 30
+    restarted = Sampler(manager, sampler.state.path, "removed*")
+    try:
+        points = await restarted.collector.collect(Now.read())
+    finally:
+        await restarted.close()
+    (point,) = [p for p in points if p.tags["timer"] == "removed.timer"]
+    assert point.tags["service"] == "removed.service"
+    assert (point.fields["state"], point.fields["removed_since"]) == ("removed", gone["removed_since"])
 
 
 @live
@@ -162,7 +234,7 @@ async def test_neverfired(manager, sampler):
     manager.systemctl("stop", "neverfired.timer")
     assert armed["neverfired.timer"]["state"] == "ok"
     assert armed["neverfired.timer"]["last_trigger"] == 0
-    assert (await sampler.sample())["neverfired.timer"]["state"] == "inactive"
+    assert (await sampler.sample())["neverfired.timer"]["state"] == "stopped"
     fields = await sampler.until("neverfired.timer", lambda f: f["state"] == "missed")
     assert fields["last_trigger"] == 0 and fields["last_run_start"] == 0
     assert fields["missed_runs"] == 1 and fields["overdue_s"] >= 2
@@ -278,3 +350,45 @@ def test_status_shows_a_stopped_backup_as_missed_within_one_sample(user_manager,
     as_json = json.loads(status("--json").stdout)
     assert as_json["healthy"] is False and as_json["timers"][0]["state"] == "missed"
     assert as_json["timers"][0]["missed_runs"] >= 1
+
+
+def test_removed_is_reported_for_a_week_then_forgotten():
+    """Pure: the collector's memory of a removed watched timer, on a clock it is given."""
+    from exporter.collectors.timers import REMOVED_REPORTED_FOR_US
+    from exporter.sources.systemd_dbus import TimersSnapshot
+    state = StateFile(None)
+    state.timer("user", "backup.timer").__dict__.update(watched=1, service="backup.service",
+                                                        last_success_us=1_700_000_000_000_000)
+    state.timer("user", "apt-daily.timer")  # never watched: its removal is no news
+    state.timer("system", "backup.timer").watched = 1  # another manager's
+    collector = TimersCollector(None, load_config(None, {}).timers, "h", state)
+    start = 1_800_000_000_000_000
+    (first,) = collector.points(TimersSnapshot("user", []), Now(start, 1))
+    assert first.tags == {"host": "h", "manager": "user", "timer": "backup.timer", "service": "backup.service"}
+    assert (first.fields["state"], first.fields["healthy"], first.fields["last_success"],
+            first.fields["removed_since"]) == ("removed", False, 1_700_000_000, 1_800_000_000)
+    from tests.metrics_schema import schema
+    documented = schema()["systemd_timer"]
+    kinds = {bool: "bool", int: "int", float: "float", str: "string"}
+    assert {f: kinds[type(v)] for f, v in first.fields.items()} == {
+        f: documented["fields"][f] for f in first.fields}
+    (later,) = collector.points(TimersSnapshot("user", []), Now(start + REMOVED_REPORTED_FOR_US, 2))
+    assert later.fields["removed_since"] == 1_800_000_000
+    assert collector.points(TimersSnapshot("user", []), Now(start + REMOVED_REPORTED_FOR_US + 1, 3)) == []
+    assert set(state.timers) == {"user/apt-daily.timer", "system/backup.timer"}
+
+
+def test_status_shows_a_backup_stopped_before_the_agent_started(user_manager, tmp_path):
+    """The deployment's case: the backup timer was never started (or was stopped before
+    the agent ever ran). `status` says stopped and exits 1, from its first sample."""
+    install(user_manager, "weekly-backup", "ExecStart=/bin/true",
+            "[Timer]\nOnCalendar=Sun *-*-* 03:00:00\n[Install]\nWantedBy=timers.target\n", start=False)
+    env = {**os.environ, "TICK_EXPORTER_TIMERS_BUS": user_manager.bus_address,
+           "TICK_EXPORTER_TIMERS_INCLUDE": "weekly-backup.timer",
+           "TICK_EXPORTER_AGENT_STATE_PATH": str(tmp_path / "never-written.json")}
+    shown = subprocess.run([sys.executable, "-m", "exporter", "status", "--json"], env=env,
+                           capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 1, shown.stderr
+    (timer,) = json.loads(shown.stdout)["timers"]
+    assert (timer["state"], timer["healthy"], timer["watched"], timer["unit_file_state"]) == (
+        "stopped", False, True, "disabled")

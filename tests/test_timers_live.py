@@ -151,7 +151,7 @@ def test_each_scenario_has_its_state(scenarios):
     assert never["schedule"] == "OnCalendar=2030-01-01 00:00:00"
 
     stopped = fields["live-stopped.timer"]
-    assert (stopped["state"], stopped["active_state"], stopped["next_elapse"]) == ("inactive", "inactive", 0)
+    assert (stopped["state"], stopped["active_state"], stopped["next_elapse"]) == ("stopped", "inactive", 0)
 
     running = fields["live-running.timer"]
     assert (running["state"], running["service_state"], running["healthy"]) == ("running", "activating", True)

@@ -12,13 +12,20 @@ from ..clock import Now
 from ..config import TimersConfig
 from ..durations import format_timespan_usec
 from ..point import Point
-from ..schedule import ScheduleError, local_zone
+from ..schedule import ScheduleError
+from ..schedule_zone import Check, Verdict, ZoneFinder, names_zone
 from ..sources.systemd_dbus import RUNNING_STATES, RunRecord, is_running, run_from  # noqa: F401
+from ..sources.zones import own_candidates
 from ..state import StateFile, TimerMemory
-from ..timer_health import HEALTHY, TimerFacts, evaluate
+from ..timer_health import HEALTHY, TimerFacts, evaluate, expects_armed
 
 # systemd's "no timestamp" values: 0 = never happened, 2^64-1 (USEC_INFINITY) = never will.
 USEC_INFINITY = 2**64 - 1
+
+# A watched timer whose unit file is gone is reported `removed` this long, then forgotten:
+# a week of samples, so the alert fires (once) even across a Kapacitor restart and the
+# dashboards show it, without the state file keeping every timer ever seen.
+REMOVED_REPORTED_FOR_US = 7 * 86400 * 1_000_000
 
 # ExecMainCode is a siginfo si_code (waitid(2)): how the main process ended.
 EXIT_KINDS = {1: "exited", 2: "killed", 3: "dumped"}  # CLD_EXITED, CLD_KILLED, CLD_DUMPED
@@ -53,6 +60,26 @@ def schedule(timer: dict) -> str:
     entries += [f"{base.replace('USec', 'Sec')}={format_timespan_usec(usec)}"
                 for base, usec, _next in timer.get("TimersMonotonic", [])]
     return "; ".join(entries)
+
+
+def calendar_checks(record, now: Now) -> list[Check]:
+    """systemd's per-spec next elapses of an armed timer, to check a zone against. One
+    already due is left out: systemd moves a passed elapse to the manager's start
+    (timer_enter_waiting() in src/core/timer.c, for RandomizedDelaySec= at boot), so it
+    need not be an occurrence of the spec. A spec naming its own zone proves nothing."""
+    if record.timer.active_state != "active" or record.timer.sub_state != "waiting":
+        return []
+    return [Check(record.timer.name, spec, next_us)
+            for _base, spec, next_us in record.timer.properties.get("TimersCalendar", [])
+            if is_set(next_us) and next_us > now.realtime_us and not names_zone(spec)]
+
+
+def zone_fields(verdict: Verdict) -> dict:
+    if verdict.candidate is None:
+        return {}
+    return {"schedule_zone": verdict.candidate.name,
+            "schedule_zone_source": verdict.candidate.source,
+            "schedule_zone_checked": verdict.checked}
 
 
 def usec_or_zero(usec: int) -> int:
@@ -129,22 +156,79 @@ class TimersCollector:
 
     name = "timers"
 
-    def __init__(self, source, config: TimersConfig, host: str, state: StateFile | None = None):
+    def __init__(self, source, config: TimersConfig, host: str, state: StateFile | None = None,
+                 zone_sources=None):
+        """`zone_sources`: an exporter.sources.zones.ZoneSources; without one, only the
+        configured zone and the agent's own are candidates (still checked)."""
         self.source, self.config, self.host = source, config, host
         self.state = state or StateFile(None)
-        self.zone = local_zone(config.timezone)
+        self.zone_sources = zone_sources
+        self.zones = ZoneFinder(own_candidates(config.timezone))
+        self._zone_sources_read = False
+        self._unexplained_seen: frozenset = frozenset()
 
     async def collect(self, now: Now) -> list[Point]:
         # Records kept between samples, updated from systemd's signals; a full read every
         # resync_interval (exporter.sources.systemd_dbus).
         snapshot = await self.source.read_timers(self.config.resync_interval)
+        await self.find_zone(snapshot, now)
         return self.points(snapshot, now)
 
+    async def find_zone(self, snapshot, now: Now) -> None:
+        """Read the zone candidates at the first sample, and again when systemd's next
+        elapses agree with none of them (the host's zone changed, say): once per new set
+        of such elapses, not every sample."""
+        if self.zone_sources is None:
+            return
+        checks = [c for found in self._calendar_checks(snapshot, now).values() for c in found]
+        unexplained = frozenset(c for c in checks if self.zones.unexplained([c]))
+        if self._zone_sources_read and unexplained <= self._unexplained_seen:
+            return
+        self._zone_sources_read, self._unexplained_seen = True, unexplained
+        self.zones.set_candidates(await self.zone_sources.read())
+
+    def _calendar_checks(self, snapshot, now: Now) -> dict[str, list[Check]]:
+        """{timer: its checks}, worked out once per sample (find_zone, then points)."""
+        key = (id(snapshot), now.realtime_us)
+        if getattr(self, "_checks_of", None) != key:
+            self._checks_of, self._checks = key, {
+                record.timer.name: calendar_checks(record, now) for record in snapshot.timers}
+        return self._checks
+
     def points(self, snapshot, now: Now) -> list[Point]:
+        checks = self._calendar_checks(snapshot, now)
+        # Every armed timer of the manager is evidence for its zone, watched or not.
+        self.zones.manager = snapshot.manager
+        self.zones.decide([c for found in checks.values() for c in found])
         points = []
         for record in snapshot.timers:
             if self._settings(record.timer.name)[0]:
-                points += self.timer_points(record, snapshot, now)
+                verdict = self.zones.verdict(record.timer.name, checks[record.timer.name])
+                points += self.timer_points(record, snapshot, now, verdict)
+        return points + self.removed_points(snapshot, now)
+
+    def removed_points(self, snapshot, now: Now) -> list[Point]:
+        """A `removed` point for each watched timer the agent remembers whose unit is gone
+        (unit file deleted or masked: systemd no longer loads it), for
+        REMOVED_REPORTED_FOR_US; then it is forgotten. Without these its series would just
+        stop, which no alert on the state can see."""
+        present = {record.timer.name for record in snapshot.timers}
+        points = []
+        for name, memory in sorted(self.state.remembered(snapshot.manager).items()):
+            if name in present or not memory.watched or not self._settings(name)[0]:
+                continue
+            memory.removed_since_us = memory.removed_since_us or now.realtime_us
+            if now.realtime_us - memory.removed_since_us > REMOVED_REPORTED_FOR_US:
+                self.state.forget(snapshot.manager, name)
+                continue
+            tags = {"host": self.host, "manager": snapshot.manager, "timer": name,
+                    "service": memory.service}
+            fields = {"state": "removed", "healthy": False, "watched": True,
+                      "unit_file_state": "", "expected_at": 0, "overdue_s": 0.0,
+                      "missed_runs": 0, "last_success": to_unix_s(memory.last_success_us),
+                      "consecutive_failures": memory.consecutive_failures,
+                      "removed_since": to_unix_s(memory.removed_since_us)}
+            points.append(Point("systemd_timer", tags, fields, now.time_ns))
         return points
 
     def _settings(self, name: str) -> tuple[bool, int, int]:
@@ -159,7 +243,7 @@ class TimersCollector:
                 int(self.config.max_runtime_for(name) * 1e6))
         return found
 
-    def timer_points(self, record, snapshot, now: Now) -> list[Point]:
+    def timer_points(self, record, snapshot, now: Now, verdict: Verdict) -> list[Point]:
         timer, name = record.timer.properties, record.timer.name
         memory = self.state.timer(snapshot.manager, name)
         tags = {"host": self.host, "manager": snapshot.manager, "timer": name,
@@ -172,6 +256,8 @@ class TimersCollector:
             "waiting", "running")
         if next_us:
             memory.next_elapse_us = next_us
+        watched = self._watched(record, memory)
+        memory.service, memory.removed_since_us = tags["service"], 0  # for removed_points
         if armed and record.armed_since_us:
             memory.armed_since_us = record.armed_since_us
         fields = timer_fields(record, next_us, now)
@@ -193,25 +279,48 @@ class TimersCollector:
             last_run_start_us=memory.last_run_start_us, service_known=service is not None,
             start_queued=bool(service and service.job_id and not running),
             armed_since_us=memory.armed_since_us,
-            running=running, last_failed=self._last_failed(service, memory, running))
+            running=running, last_failed=self._last_failed(service, memory, running),
+            watched=watched)
         # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
         _wanted, grace_us, max_runtime_us = self._settings(name)
         grace_us += timer.get("AccuracyUSec", 0) + timer.get("RandomizedDelayUSec", 0)
+        zone = verdict.candidate.zone if verdict.candidate else None
+        if facts.calendar:
+            fields.update(zone_fields(verdict))
         try:
-            health = evaluate(facts, now.realtime_us, grace_us, max_runtime_us, run_started, self.zone)
+            if zone is None and facts.calendar:
+                # No zone gives systemd's own next elapses: a late/missed computed in
+                # one would contradict systemd (exporter/schedule_zone.py).
+                raise ScheduleError(verdict.error)
+            health = evaluate(facts, now.realtime_us, grace_us, max_runtime_us, run_started, zone)
         except ScheduleError as err:
             # A spec oncalendar cannot evaluate (systemd accepts a few it does not, see
-            # tests/test_schedule_systemd.py): judge by systemd's own next elapse instead.
+            # tests/test_schedule_systemd.py), or no zone agrees with systemd: judge by
+            # systemd's own next elapse instead.
             fields["schedule_error"] = str(err)
             health = evaluate(replace(facts, calendar=[]), now.realtime_us, grace_us,
-                              max_runtime_us, run_started, self.zone)
+                              max_runtime_us, run_started, zone)
         fields.update(
             state=health.state, healthy=health.state in HEALTHY,
             expected_at=to_unix_s(health.expected_at_us), overdue_s=health.overdue_s,
             missed_runs=health.missed_runs, last_success=to_unix_s(memory.last_success_us),
-            consecutive_failures=memory.consecutive_failures)
+            consecutive_failures=memory.consecutive_failures, watched=watched,
+            unit_file_state=timer.get("UnitFileState", ""))
         return [Point("systemd_timer", tags, fields, now.time_ns)] + [
             run_point(run, tags) for run in new_runs]
+
+    @staticmethod
+    def _watched(record, memory: TimerMemory) -> bool:
+        """Expected to be armed now (timer_health.expects_armed), remembered for later.
+        An elapsed timer (sub-state `elapsed`: an OnBootSec= that fired this boot) is done,
+        not stopped."""
+        timer = record.timer.properties
+        # ConditionResult is false on a unit never checked too: only a checked one was skipped.
+        skipped = is_set(timer.get("ConditionTimestamp", 0)) and not timer.get("ConditionResult", True)
+        users = expects_armed(timer.get("UnitFileState", ""), timer.get("FragmentPath", ""),
+                              skipped, bool(memory.watched))
+        memory.watched = int(users)
+        return users and record.timer.sub_state != "elapsed"
 
     @staticmethod
     def _follow_runs(service, snapshot, memory: TimerMemory, running: bool):

@@ -36,6 +36,7 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
         return
     from ..collectors.timers import TimersCollector
     from ..sources.systemd_dbus import DBusCallError, SystemdBus, bus_address
+    from ..sources.zones import ZoneSources
     from ..state import StateFile
     from ..sources.bus_hint import system_bus_hint
     address = bus_address(config.timers.bus)
@@ -48,7 +49,9 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
         snapshot = await asyncio.wait_for(source.read_timers(), READ_TIMEOUT)
         # The running agent's memory (last success, failure streak), read only.
         collector = TimersCollector(source, config.timers, config.agent.hostname,
-                                    StateFile(config.agent.state_path))
+                                    StateFile(config.agent.state_path, read_only=True),
+                                    ZoneSources(source, config.timers.timezone))
+        await asyncio.wait_for(collector.find_zone(snapshot, now), READ_TIMEOUT)
         points = collector.points(snapshot, now)
         views = await asyncio.wait_for(
             timer_checks.read_views(source, snapshot, points, config.timers.wants), READ_TIMEOUT)
@@ -61,6 +64,7 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
         await source.close()
     for view in views:
         report.extend(timer_checks.lint(view))
+    report.extend(timer_checks.check_removed(points, snapshot.manager))
     report.checked.append(f"timers: {len(views)} timer{'' if len(views) == 1 else 's'} of the "
                           f"{snapshot.manager} manager at {address}")
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..status import format_span, format_time
+from ..timer_health import expects_armed, vendor_unit
 from . import Finding
 
 # Timer, service or command names that look like a backup: a missed run of these is the
@@ -52,7 +53,16 @@ def _systemctl(view: TimerView) -> str:
 
 def _vendor(path: str) -> bool:
     """A unit file the distribution ships (the admin's own live in /etc or ~/.config)."""
-    return path.startswith(("/usr/", "/lib/"))
+    return vendor_unit(path)
+
+
+def _watched(view: TimerView) -> bool:
+    """The collector's verdict (field `watched`) when there is one, else the same rule
+    (exporter.timer_health.expects_armed) from the unit's own properties: so doctor
+    reports a timer that is not armed exactly when the agent says `stopped`."""
+    if "watched" in view.health:
+        return bool(view.health["watched"])
+    return expects_armed(view.unit_file_state, view.fragment_path, condition_skipped=False)
 
 
 def _unit_dir(view: TimerView) -> str:
@@ -151,6 +161,8 @@ def check_armed(view: TimerView) -> list[Finding]:
     sc = _systemctl(view)
     inactive = view.active_state in ("inactive", "failed")
     enabled = view.unit_file_state.startswith("enabled")
+    if inactive and not _watched(view):
+        return []  # the agent's `inactive`: nobody expects it armed (a Condition*= skipped it...)
     if inactive and enabled:
         return [Finding(
             "timer-inactive", "error", view.name,
@@ -158,10 +170,11 @@ def check_armed(view: TimerView) -> list[Finding]:
             f"it does not elapse: {view.service} does not run on schedule until the timer is "
             f"started again (or the host reboots)",
             f"{sc} start {view.name}\nif it stops again, see why: {sc} status {view.name}")]
-    if inactive and not _vendor(view.fragment_path):
-        # A vendor timer left disabled is the distribution's (or the admin's) choice.
-        on_purpose = (f"\nIf it is off on purpose, mask it so nothing reads it as forgotten: "
-                      f"{sc} mask {view.name}")
+    if inactive:
+        # Watched (above): the admin's own, or one the agent saw enabled before. A vendor
+        # timer left disabled is the distribution's (or the admin's) choice: not watched.
+        on_purpose = (f"\nIf it is off on purpose, add it to the missed_backup task's `ignore` "
+                      f"var (kapacitor/tasks/missed_backup.yaml): the agent reports it `stopped`")
         if view.unit_file_state == "disabled":
             return [Finding(
                 "timer-inactive", "warning", view.name,
@@ -241,6 +254,28 @@ def check_health(view: TimerView) -> list[Finding]:
             "a job that hangs holds its lock: the next runs are skipped while it runs",
             f"look at what it is doing: {sc} status {view.service}; {journal}")]
     return []
+
+
+def check_removed(points, manager: str) -> list[Finding]:
+    """The collector's `removed` points: a watched timer the agent remembers whose unit
+    systemd no longer loads (there is no view of it: systemd has nothing to show)."""
+    sc = "systemctl --user" if manager == "user" else "systemctl"
+    found = []
+    for point in points:
+        if point.measurement != "systemd_timer" or point.fields.get("state") != "removed":
+            continue
+        name = point.tags.get("timer", "")
+        since = format_time(int(point.fields.get("removed_since", 0)))
+        found.append(Finding(
+            "timer-removed", "warning", name,
+            f"{name} is gone: systemd no longer loads it (unit file deleted or masked), "
+            f"since {since}; the agent still remembers it",
+            "its job does not run any more, and its series would stop without a word: the "
+            "agent reports it `removed` (the missed_backup alert warns once) for 7 days",
+            f"if by mistake: restore its unit file, then {sc} daemon-reload && "
+            f"{sc} enable --now {name}\nif on purpose: add it to the missed_backup task's "
+            f"`ignore` var (docs/alerts.md); the agent forgets it after 7 days"))
+    return found
 
 
 def lint(view: TimerView, pattern: re.Pattern = BACKUP_PATTERN) -> list[Finding]:

@@ -8,6 +8,7 @@ Both send the same line-protocol bytes, timestamps in nanoseconds.
 import base64
 import gzip
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,12 +30,14 @@ def _v1_writer(config: InfluxDBConfig):
     if config.username:
         credentials = f"{config.username}:{config.password}".encode()
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+    # Verified always; against ca_file when given, else the system's trust store.
+    tls = ssl.create_default_context(cafile=config.ca_file or None)
 
     def post(target: str, body: bytes, content_headers: dict) -> bytes:
         request = urllib.request.Request(target, data=body, headers={**headers, **content_headers},
                                           method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=config.timeout) as response:
+            with urllib.request.urlopen(request, timeout=config.timeout, context=tls) as response:
                 return response.read()
         except urllib.error.HTTPError as err:
             text = err.read().decode(errors="replace").strip()
@@ -43,6 +46,10 @@ def _v1_writer(config: InfluxDBConfig):
                               parse_retry_after(err.headers.get("Retry-After"))) from err
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise OutputError(f"cannot reach {config.url}: its TLS certificate is not trusted "
+                                  f"({reason.verify_message}); set output.influxdb.ca_file to the "
+                                  "CA that signed it") from err
             raise OutputError(f"cannot reach {config.url}: {reason}") from err
 
     def create_database() -> None:
@@ -93,7 +100,7 @@ def _v2_writer(config: InfluxDBConfig):
     # client makes one attempt per write.
     client = InfluxDBClient(url=config.url, token=config.v2_token, org=config.org or "-",
                             timeout=int(config.timeout * 1000), enable_gzip=config.gzip,
-                            retries=False)
+                            retries=False, ssl_ca_cert=config.ca_file or None)
     api = client.write_api(write_options=SYNCHRONOUS)
 
     def write(text: str) -> None:

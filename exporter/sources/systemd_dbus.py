@@ -43,6 +43,10 @@ TIMER_PROPERTIES = (
     "NextElapseUSecMonotonic", "LastTriggerUSec", "LastTriggerUSecMonotonic", "Result",
     "Persistent", "AccuracyUSec", "RandomizedDelayUSec",
 )
+# The timer's Unit properties that say whether a stopped timer is a problem
+# (exporter.timer_health.expects_armed): enabled by someone, whose unit file, skipped by
+# its own Condition*=. UnitFileState changes arrive as UnitFilesChanged.
+TIMER_UNIT_PROPERTIES = ("UnitFileState", "FragmentPath", "ConditionResult", "ConditionTimestamp")
 # A Service's properties are read one Get each: GetAll marshals all ~200 of them (the
 # cgroup ones read cgroupfs), twice the cost of these few Gets for systemd and for us.
 SERVICE_PROPERTIES = (
@@ -348,6 +352,22 @@ class SystemdBus:
     async def _manager(self, member, signature="", body=()):
         return await self._call(SYSTEMD, MANAGER_PATH, MANAGER, member, signature, body)
 
+    async def manager_environment(self) -> list[str]:
+        """The manager's `Environment` (KEY=VALUE): for a user manager, the environment
+        it started with (plus set-environment); where a TZ there comes from."""
+        return await self._call(SYSTEMD, MANAGER_PATH, PROPERTIES, "Get", "ss",
+                                [MANAGER, "Environment"])
+
+    async def manager_pid(self) -> int:
+        """The PID owning org.freedesktop.systemd1 on this bus (in the bus daemon's PID
+        namespace: the agent's own with compose's `pid: host`). 0 when unknown."""
+        try:
+            return await self._call("org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                    "org.freedesktop.DBus", "GetConnectionUnixProcessID",
+                                    "s", [SYSTEMD])
+        except DBusCallError:
+            return 0
+
     async def get_all(self, unit: str, interface: str) -> dict[str, Any]:
         return await self._call(SYSTEMD, unit_path(unit), PROPERTIES, "GetAll", "s", [interface])
 
@@ -437,6 +457,7 @@ class SystemdBus:
         before = {name: self._record_of(name) for name in freed}
         new = {name for name in appeared if not name.endswith("@.timer")} - self._listed
         if relist:
+            dirty |= self._listed  # enable/disable changed some timer's UnitFileState
             names = set(await self.timer_names())
             new |= names - self._listed
             for gone in self._listed - names - new:
@@ -484,7 +505,7 @@ class SystemdBus:
         timers = [u for u in units.values() if u.load_state == "loaded"]
         await asyncio.gather(*(self._fill(u, TIMER) for u in timers))
         timers = [u for u in timers if u.properties]  # vanished while we read
-        armed = await asyncio.gather(*(self._armed_since(t.name) for t in timers))
+        armed = await asyncio.gather(*(self._armed_since(t) for t in timers))
         for timer, armed_since in zip(timers, armed):
             self._timers[timer.name] = timer
             self._armed[timer.name] = armed_since
@@ -511,12 +532,22 @@ class SystemdBus:
                 self._dirty.add(service.name)  # read it whole next time
                 return
 
-    async def _armed_since(self, timer: str) -> int:
-        try:
-            return await self._call(SYSTEMD, unit_path(timer), PROPERTIES, "Get", "ss",
-                                    [UNIT, "ActiveEnterTimestamp"])
-        except DBusCallError:
+    async def _armed_since(self, timer: UnitRecord) -> int:
+        """The timer's ActiveEnterTimestamp; its TIMER_UNIT_PROPERTIES go into its
+        properties (one Get each: a Unit's GetAll is ~100 properties)."""
+        path = unit_path(timer.name)
+        values = await asyncio.gather(*(self._get(path, UNIT, p) for p in (
+            "ActiveEnterTimestamp",) + TIMER_UNIT_PROPERTIES), return_exceptions=True)
+        for prop, value in zip(TIMER_UNIT_PROPERTIES, values[1:]):
+            if isinstance(value, BaseException) and not isinstance(value, DBusCallError):
+                raise value
+            if not isinstance(value, BaseException):
+                timer.properties[prop] = value
+        if isinstance(values[0], BaseException):
+            if not isinstance(values[0], DBusCallError):
+                raise values[0]
             return 0
+        return values[0]
 
     async def _fill(self, unit: UnitRecord, interface: str) -> str:
         """Read `interface`'s properties into unit; the error text when that fails."""
