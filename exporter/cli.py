@@ -316,8 +316,6 @@ def _main(argv: list[str] | None) -> int:
     if args.command == "check-config":
         print(f"{config.source}: configuration is valid")
         return 0
-    if args.command in ("status", "doctor"):
-        config = _reading_service_files(config)
     if args.command == "status":
         return asyncio.run(_status(config, args.json))
     if args.command == "health":
@@ -339,19 +337,6 @@ def _config_errors(problems: list[str]) -> int:
     for problem in problems:
         print(f"config error: {problem}", file=sys.stderr)
     return EXIT_CONFIG
-
-
-def _reading_service_files(config: Config) -> Config:
-    """status and doctor read the service's state file; when this user cannot, say so once
-    and go on without it (rather than StateFile's "unreadable; rebuilding it")."""
-    import dataclasses
-
-    from .paths import unreadable_state
-    reason = unreadable_state(config)
-    if not reason:
-        return config
-    log.warning("%s", reason)
-    return dataclasses.replace(config, agent=dataclasses.replace(config.agent, state_path=""))
 
 
 if __name__ == "__main__":

@@ -88,19 +88,3 @@ def unwritable(config: Config, spool_used: bool) -> list[str]:
         if reason:
             problems.append(f"spool.path: {config.spool.path}: {reason}")
     return problems
-
-
-def unreadable_state(config: Config) -> str | None:
-    """For `status`/`doctor`, which read the service's state file: why it cannot be
-    read (a missing file is not a problem: the service has not saved one yet)."""
-    path = config.agent.state_path
-    try:
-        with open(path, "rb"):
-            return None
-    except FileNotFoundError:
-        return None
-    except OSError as err:
-        return (f"cannot read the service's state file {path} (agent.state_path): "
-                f"{err.strerror or err}; last successes and failure streaks are not shown "
-                f"(run as root or as the service's user, or point agent.state_path at a "
-                f"state file this user may read)")

@@ -1,9 +1,11 @@
 import os
 import sys
 
-# A closed pipe on stdout (`tick-exporter once | head -1`, Telegraf gone): end the process
-# quietly with the shell's status for SIGPIPE, 128 + 13. SystemExit, not an Exception,
-# so the agent does not log it as a failed output and sample on into a pipe nobody reads.
+# A closed pipe on the process's stdout (`tick-exporter once | head -1`, Telegraf gone):
+# end the process quietly with the shell's status for SIGPIPE, 128 + 13. SystemExit, not
+# an Exception, so the agent does not log it as a failed output and sample on into a pipe
+# nobody reads; the sample is not remembered as written (Agent.write never gets to
+# _remember), so the next agent prints its runs again.
 EXIT_BROKEN_PIPE = 141
 
 
@@ -20,12 +22,16 @@ class StdoutOutput:
             self.stream.write(text)
             self.stream.flush()
         except BrokenPipeError:
+            if self.stream is not sys.stdout:
+                raise  # someone else's stream: its owner decides (a failed output)
             reader_gone(self.stream)
 
     def close(self) -> None:
         try:
             self.stream.flush()
         except BrokenPipeError:
+            if self.stream is not sys.stdout:
+                raise
             reader_gone(self.stream)
 
 
