@@ -219,6 +219,7 @@ class SystemdBus:
         self.address = bus_address(bus, environ)
         self._configured = bus
         self._environ = environ
+        self._system_hint: str | None = None  # see _connection
         self._bus: MessageBus | None = None
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.kind = bus if bus in ("system", "user") else ""
@@ -249,8 +250,12 @@ class SystemdBus:
                 self._bus = None
                 hint = ""
                 if self._configured == "system":
-                    from .bus_hint import system_bus_hint
-                    hint = await system_bus_hint(self._environ)
+                    # Worked out at the first failure only: it asks the user's bus, which
+                    # must not cost every later sample up to its timeout again.
+                    if self._system_hint is None:
+                        from .bus_hint import system_bus_hint
+                        self._system_hint = await system_bus_hint(self._environ)
+                    hint = self._system_hint
                 raise ConnectionError(f"cannot connect to D-Bus at {self.address}: {err}"
                                       + (f"; {hint}" if hint else "")) from err
             if not self.kind:
