@@ -147,6 +147,6 @@ class StateFile:
                 os.fsync(handle.fileno())
             os.replace(temp, self.path)
         except OSError as err:
-            log.error("cannot write state file %s: %s", self.path, err)
+            log.error("cannot write state file %s (agent.state_path): %s", self.path, err)
             return
         self._saved = text
