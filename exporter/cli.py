@@ -1,6 +1,7 @@
-"""Command line: `tick-exporter once | run | status | health | doctor | check-config`.
+"""Command line: `tick-exporter once | run | status | health | doctor | check-config | cron2timer`.
 
-Exit status: 0 success, 2 bad configuration or usage (every problem listed on stderr).
+Exit status: 0 success, 2 bad configuration or usage (every problem listed on stderr),
+141 when the reader of stdout went away (`| head`), quietly.
 """
 
 import argparse
@@ -146,8 +147,15 @@ def _health(config: Config) -> int:
     import time
 
     from .health import check, heartbeat_path
+    from .paths import user_state_dir
     healthy, line = check(heartbeat_path(config.agent.state_path), time.time())
     print(f"{'healthy' if healthy else 'unhealthy'}: {line}")
+    mine = heartbeat_path(os.path.join(user_state_dir(), "state.json"))
+    if not healthy and os.path.exists(mine) and mine != heartbeat_path(config.agent.state_path):
+        # `run` as this user fell back to the user's state directory (exporter/paths.py).
+        print(f"note: this checks the service's heartbeat; a `run` as this user writes {mine}: "
+              f"check it with TICK_EXPORTER_AGENT_STATE_PATH={os.path.dirname(mine)}/state.json "
+              f"tick-exporter health")
     return 0 if healthy else 1
 
 
@@ -156,7 +164,7 @@ async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:
     try:
         direct, spool, workers = build_delivery(config, outputs)
     except (OSError, RuntimeError) as err:  # spool directory unwritable, or another agent holds it (SpoolInUse)
-        log.error("cannot open the spool: %s", err)
+        log.error("cannot open the spool (spool.path = %s): %s", config.spool.path, err)
         return 1
     from .health import Heartbeat, heartbeat_path
     beat = Heartbeat(heartbeat_path(config.agent.state_path), config.agent.interval)
@@ -223,42 +231,79 @@ def _load(path: str | None, outputs: list[str] | None) -> Config:
     return config
 
 
+LOG_FORMATS, LOG_LEVELS = ("plain", "json"), ("debug", "info", "warning", "error")
+
+
+def _log_options(parser: argparse.ArgumentParser, default) -> None:
+    """On the top parser with the real defaults, on every subcommand with SUPPRESS, so
+    `--log-level debug` works before and after the command name."""
+    parser.add_argument("--log-format", choices=LOG_FORMATS,
+                        default="plain" if default is None else default,
+                        help="plain key=value lines or JSON, on stderr (default: plain)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default="info" if default is None else default,
+                        help="least severe level logged (default: info)")
+
+
+COMMANDS = {  # name: the one line shown in `tick-exporter --help` and atop its own --help
+    "once": "take one sample of every enabled collector, print line protocol",
+    "run": "sample every interval and write to the configured outputs (the service)",
+    "status": "show every timer's health; exit 0 when all are healthy, 1 otherwise",
+    "doctor": "diagnose the host: Docker DNS, timer mistakes, access; exit 1 when anything needs attention",
+    "health": "exit 0 when the running agent sampled recently (Docker HEALTHCHECK), 1 otherwise",
+    "check-config": "validate the configuration: exit 0 when valid, 2 otherwise",
+    "cron2timer": "convert crontab entries into systemd service + timer units",
+}
+
+
 def parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", default=os.environ.get(CONFIG_FILE_ENV) or None,
-                        help=f"TOML config file (default: ${CONFIG_FILE_ENV}, else built-in defaults)")
-    common.add_argument("--log-format", choices=("plain", "json"), default="plain")
-    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    logging_options = argparse.ArgumentParser(add_help=False)
+    _log_options(logging_options, argparse.SUPPRESS)
+    with_config = argparse.ArgumentParser(add_help=False, parents=[logging_options])
+    with_config.add_argument("--config", metavar="FILE", default=os.environ.get(CONFIG_FILE_ENV) or None,
+                             help=f"TOML config file (default: ${CONFIG_FILE_ENV}, else built-in defaults)")
     top = argparse.ArgumentParser(prog="tick-exporter", description=__doc__.splitlines()[0])
     top.add_argument("--version", action="version", version=f"tick-exporter {__version__}")
-    commands = top.add_subparsers(dest="command", required=True)
-    commands.add_parser("once", parents=[common],
-                        help="take one sample of every enabled collector, print line protocol")
-    run = commands.add_parser("run", parents=[common],
-                              help="sample every interval and write to the configured outputs")
+    _log_options(top, None)
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, parents=(with_config,)) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=list(parents), help=COMMANDS[name],
+                                   description=COMMANDS[name])
+
+    command("once")
+    run = command("run")
     run.add_argument("--output", action="append", choices=("stdout", "influxdb"),
                      help="write to this output (repeatable); default: the enabled ones")
     run.add_argument("--signal", choices=("interval", "stdin"), default="interval",
                      help='"stdin": sample once per line read on stdin and exit at EOF '
                           '(Telegraf inputs.execd with signal = "STDIN")')
-    status = commands.add_parser("status", parents=[common],
-                                 help="show every timer's health; exit 0 when all are healthy, 1 otherwise")
+    status = command("status")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    doctor = commands.add_parser("doctor", parents=[common], help="diagnose the host")
+    doctor = command("doctor")
     doctor.add_argument("topic", nargs="?", choices=("dns",),
                         help="dns: only Docker DNS (resolvers, probes, the fix); default: every check")
     doctor.add_argument("--json", action="store_true", help="the findings as a JSON list")
-    commands.add_parser("health", parents=[common],
-                        help="exit 0 when the running agent sampled recently (Docker HEALTHCHECK), 1 otherwise")
-    commands.add_parser("check-config", parents=[common],
-                        help="validate the configuration: exit 0 when valid, 2 otherwise")
+    command("health")
+    command("check-config")
     from .cron2timer.command import add_arguments as cron2timer_arguments
-    cron2timer_arguments(commands.add_parser("cron2timer", parents=[common],
-                                             help="convert crontab entries into systemd service + timer units"))
+    # Reads no config and logs nothing (its messages on stderr are its output): neither
+    # --config nor the log options would do anything there.
+    cron2timer_arguments(command("cron2timer", parents=()))
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not in Python's exit
+        return status
+    except BrokenPipeError:
+        # `tick-exporter status | head`: the reader is gone; end quietly (outputs/stdout.py).
+        from .outputs.stdout import reader_gone
+        reader_gone(sys.stdout)
+
+
+def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     logs.setup(args.log_format, args.log_level)
     if args.command == "cron2timer":  # needs no configuration
@@ -267,9 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _load(args.config, (args.output or []) if args.command == "run" else None)
     except ConfigError as err:
-        for problem in err.problems:
-            print(f"config error: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
+        return _config_errors(err.problems)
     warn_if_secret_readable(config)
     if args.command == "check-config":
         print(f"{config.source}: configuration is valid")
@@ -280,9 +323,21 @@ def main(argv: list[str] | None = None) -> int:
         return _health(config)
     if args.command == "doctor":
         return asyncio.run(_doctor(config, args.topic, args.json))
+    from . import paths
+    config = paths.for_writing(config)
     if args.command == "once":
         return asyncio.run(_once(config))
-    return asyncio.run(_run(config, enabled_outputs(config, args.output), args.signal == "stdin"))
+    outputs = enabled_outputs(config, args.output)
+    problems = paths.unwritable(config, spool_used="influxdb" in outputs)
+    if problems:
+        return _config_errors(problems)
+    return asyncio.run(_run(config, outputs, args.signal == "stdin"))
+
+
+def _config_errors(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"config error: {problem}", file=sys.stderr)
+    return EXIT_CONFIG
 
 
 if __name__ == "__main__":

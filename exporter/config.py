@@ -5,6 +5,7 @@ Validation collects every problem before failing, each named by its dotted key
 Unknown keys are errors: a typo must never silently fall back to a default.
 """
 
+import difflib
 import json
 import os
 import re
@@ -73,6 +74,15 @@ def _strings(value: Any) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
         raise ValueError(f"{_show(value)} is not a list of strings")
     return value
+
+
+def _patterns(value: Any) -> list[str]:
+    """timers.include: an empty list (or "") would collect nothing, silently."""
+    patterns = _strings(value)
+    if not patterns:
+        raise ValueError(f"{_show(value)} matches no timer, so nothing would be collected; "
+                         "use [\"*\"] for every timer, or timers.enabled = false to turn timers off")
+    return patterns
 
 
 def _positive_int(value: Any) -> int:
@@ -180,7 +190,7 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     "timers": {
         "enabled": (_bool, True),
         "bus": (_bus, "system"),
-        "include": (_strings, ["*"]),
+        "include": (_patterns, ["*"]),
         "exclude": (_strings, []),
         "grace": (_duration, "5m"),
         "max_runtime": (_duration, "0s"),  # 0 = no limit
@@ -372,8 +382,15 @@ def _env_overrides(environ: dict[str, str]) -> tuple[dict[tuple[str, str], str],
         if name in by_name:
             found[by_name[name]] = value
         elif name != CONFIG_FILE_ENV:
-            problems.append(f"{name}: unknown environment variable (not a config key)")
+            problems.append(f"{name}: unknown environment variable (not a config key)"
+                            + _did_you_mean(name, by_name))
     return found, problems
+
+
+def _dotted_keys(prefix: str) -> list[str]:
+    """Every section and section.key that could be written under `prefix`."""
+    keys = list(SCHEMA) + [f"{section}.{key}" for section, keys in SCHEMA.items() for key in keys]
+    return [key for key in keys if not prefix or key.startswith(prefix + ".")]
 
 
 def _flatten(data: dict, problems: list[str]) -> dict[tuple[str, str], Any]:
@@ -388,15 +405,39 @@ def _flatten(data: dict, problems: list[str]) -> dict[tuple[str, str], Any]:
                     if leaf in SCHEMA[dotted]:
                         values[(dotted, leaf)] = leaf_value
                     else:
-                        problems.append(f"{dotted}.{leaf}: unknown key")
+                        problems.append(f"{dotted}.{leaf}: unknown key"
+                                        + _did_you_mean(leaf, SCHEMA[dotted]))
             elif isinstance(value, dict) and any(s.startswith(dotted + ".") for s in SCHEMA):
                 walk(value, dotted)
             else:
-                problems.append(f"{dotted}: unknown key" if dotted not in SCHEMA
-                                else f"{dotted}: must be a table")
+                problems.append(f"{dotted}: unknown key" + _did_you_mean(dotted, _dotted_keys(prefix))
+                                if dotted not in SCHEMA else f"{dotted}: must be a table")
 
     walk(data, "")
     return values
+
+
+# In the file, TOML has types: a quoted number or boolean is a mistake worth naming (from
+# the environment every value is a string, so there they are parsed from text).
+_TOML_TYPES = {_positive_int: "a number", _bool: "true or false"}
+
+
+def _file_type_problem(parse: Callable, key: str, value: Any) -> str | None:
+    """`batch_size = "5000"`: the number is right, the quotes are not (said, not guessed)."""
+    wanted = _TOML_TYPES.get(parse)
+    if not wanted or not isinstance(value, str):
+        return None
+    try:
+        meant = parse(value)
+    except ValueError:
+        return None  # not even the text of one: the parser's own message says so
+    return (f"{_show(value)} is a string; TOML needs {wanted} without quotes: "
+            f"{key} = {json.dumps(meant)}")
+
+
+def _did_you_mean(word: str, candidates) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _read_file(path: str | None, problems: list[str]) -> dict:
@@ -470,6 +511,7 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
     environ = os.environ if environ is None else environ
     problems: list[str] = []
     raw = _flatten(_read_file(path, problems), problems)
+    from_file = set(raw)
     env, env_problems = _env_overrides(dict(environ))
     problems += env_problems
     raw.update(env)
@@ -480,6 +522,10 @@ def load_config(path: str | None = None, environ: dict[str, str] | None = None) 
         sections[section] = {}
         for key, (parse, default) in keys.items():
             value = raw.get((section, key), default)
+            typed = _file_type_problem(parse, key, value) if (section, key) in from_file - set(env) else None
+            if typed:
+                problems.append(f"{section}.{key}: {typed}")
+                continue
             try:
                 sections[section][key] = parse(value)
             except ValueError as err:

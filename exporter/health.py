@@ -9,8 +9,11 @@ does not fail the check, or a host without Docker would restart the agent foreve
 """
 
 import json
+import logging
 import os
 import tempfile
+
+log = logging.getLogger("tick_exporter.health")
 
 # The one definition of "agent down" (docs/alerts.md, agent_down; the dashboards use it
 # too): no sample for more than 2.5 intervals. One missed or late sample (a gap of two
@@ -29,8 +32,21 @@ class Heartbeat:
 
     def __init__(self, path: str, interval_s: float):
         self.path, self.interval_s = path, interval_s
+        self._failing = ""  # the last error logged: said once, not every interval
 
     def write(self, points, now_s: float) -> None:
+        try:
+            self._write(points, now_s)
+        except OSError as err:
+            reason = f"cannot write the heartbeat {self.path} (beside agent.state_path): " \
+                     f"{err.strerror or err}"
+            if reason != self._failing:
+                log.error("%s; `tick-exporter health` will call the agent unhealthy", reason)
+            self._failing = reason
+        else:
+            self._failing = ""
+
+    def _write(self, points, now_s: float) -> None:
         failed = sorted({p.tags["component"] for p in points
                          if p.measurement == "exporter" and p.fields.get("success") is False})
         body = json.dumps({"sampled_at": now_s, "interval_s": self.interval_s,
@@ -55,6 +71,9 @@ def check(path: str, now_s: float) -> tuple[bool, str]:
         sampled_at, interval = float(beat["sampled_at"]), float(beat["interval_s"])
     except FileNotFoundError:
         return False, f"no heartbeat at {path}: the agent has not completed a sample yet"
+    except PermissionError:
+        return False, (f"cannot read the heartbeat {path} (beside agent.state_path): permission "
+                       f"denied; run as root or as the service's user")
     except (OSError, ValueError, KeyError, TypeError) as err:
         return False, f"unreadable heartbeat {path}: {err}"
     age = now_s - sampled_at

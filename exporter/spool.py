@@ -385,7 +385,7 @@ class Spool:
                     # A full disk is a full spool: make room from the oldest data.
                     self._drop_oldest("the disk is full")
                     continue
-                log.error("cannot append to spool segment %s: %s", segment.path, err)
+                log.error("cannot append to spool segment %s (spool.path): %s", segment.path, err)
                 raise
 
     def _undo_write(self, offset: int) -> None:

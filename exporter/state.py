@@ -96,10 +96,11 @@ class StateFile:
         if self.read_only:
             log.warning("cannot read the agent's state file %s (%s): shown without its memory "
                         "(last success, failure streak, runs systemd forgot); run as the agent's "
-                        "user to see them", self.path, reason)
+                        "user to see them (agent.state_path)", self.path, reason)
         else:
             log.error("cannot read state file %s (%s); it is left untouched and this agent "
-                      "keeps its memory in RAM only until restarted with access", self.path, reason)
+                      "keeps its memory in RAM only until restarted with access "
+                      "(agent.state_path)", self.path, reason)
 
     def _apply(self, data: dict) -> None:
         known = {f.name: f.type for f in fields(TimerMemory)}  # int or str
@@ -146,6 +147,6 @@ class StateFile:
                 os.fsync(handle.fileno())
             os.replace(temp, self.path)
         except OSError as err:
-            log.error("cannot write state file %s: %s", self.path, err)
+            log.error("cannot write state file %s (agent.state_path): %s", self.path, err)
             return
         self._saved = text

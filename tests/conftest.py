@@ -69,7 +69,7 @@ LIVE_FIXTURES = {"user_manager", "influxdb", "victoria", "docker_engine", "dnsma
 LIVE_MODULES = {"test_delivery_influxdb", "test_docker_engine", "test_services",
                 "test_schedule_systemd", "test_cron2timer", "test_armhf", "test_compose",
                 "test_doctor_live", "test_timers_cache_live", "test_influxdb_create_database",
-                "test_host_firewall"}
+                "test_host_firewall", "test_native_service", "test_unprivileged"}
 
 
 def pytest_configure(config):

@@ -725,6 +725,13 @@ _INNER_SH = r"""
 set -eu
 mount -t tmpfs tick-tests-run-systemd /run/systemd
 mkdir /run/systemd/system
+# What PID 1 systemd makes at boot (mount-setup.c, make_inaccessible_nodes): the nodes
+# InaccessiblePaths=, ProtectHome=, ProtectKernelTunables= and ProtectKernelLogs= mount
+# over what they hide. Without them such a unit fails with 226/NAMESPACE.
+mkdir -m 0755 /run/systemd/inaccessible
+(cd /run/systemd/inaccessible && mkdir -m 0 dir && : > reg && chmod 0 reg &&
+ mknod -m 0 chr c 0 0 && mknod -m 0 blk b 0 0 && mkfifo -m 0 fifo &&
+ python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind("sock")' && chmod 0 sock)
 while [ "$#" -ge 2 ]; do
     mount --bind "$1" "$2"
     shift 2

@@ -93,7 +93,8 @@ enabled = true
         "agent.colour: unknown key",
         "output.kafka: unknown key",
         "extra: unknown key",
-        "TICK_EXPORTER_TIMERS_GRACEE: unknown environment variable (not a config key)",
+        "TICK_EXPORTER_TIMERS_GRACEE: unknown environment variable (not a config key) "
+        "(did you mean TICK_EXPORTER_TIMERS_GRACE?)",
         'agent.interval: "0s" must be longer than zero',
         'timers.enabled: "maybe" is not a boolean',
         'timers.bus: "session" is not "system", "user" or a D-Bus address (unix:path=...)',
@@ -216,3 +217,42 @@ retries = 3
         'timers.overrides: "backup.timer".grace: "soon" is not a duration; '
         '"backup.timer".retries: unknown key; "x.timer": must be a table (grace, max_runtime)',
     ]
+
+
+# --- issue 20: what collects nothing, quoted numbers, typos ---------------------------------
+
+@pytest.mark.parametrize("value", ['""', "[]"])
+def test_an_include_that_collects_nothing_is_an_error(tmp_path, value):
+    (problem,) = problems(write(tmp_path, f"[timers]\ninclude = {value}\n"))
+    assert problem.startswith(f"timers.include: {value} matches no timer")
+    assert "timers.enabled = false" in problem
+    (from_env,) = problems(None, {"TICK_EXPORTER_TIMERS_INCLUDE": ""})
+    assert from_env.startswith("timers.include: ")
+
+
+def test_a_quoted_number_or_boolean_in_the_file_is_an_error(tmp_path):
+    found = problems(write(tmp_path, '[output.influxdb]\nbatch_size = "5000"\ngzip = "true"\n'))
+    assert found == ['output.influxdb.batch_size: "5000" is a string; TOML needs a number without '
+                     'quotes: batch_size = 5000',
+                     'output.influxdb.gzip: "true" is a string; TOML needs true or false without '
+                     'quotes: gzip = true']
+
+
+def test_from_the_environment_every_value_is_text():
+    config = load_config(None, {"TICK_EXPORTER_OUTPUT_INFLUXDB_BATCH_SIZE": "5000",
+                                "TICK_EXPORTER_OUTPUT_INFLUXDB_GZIP": "true"})
+    assert config.influxdb.batch_size == 5000 and config.influxdb.gzip is True
+
+
+def test_a_typo_gets_a_did_you_mean(tmp_path):
+    found = problems(write(tmp_path, '[agent]\nintervall = "1m"\n[timer]\nbus = "user"\n'
+                                     '[output.influxd]\nurl = "http://x"\n[spool]\nmax_byte = 5\n'),
+                     {"TICK_EXPORTER_TIMERS_BUSS": "user"})
+    assert found == ["agent.intervall: unknown key (did you mean interval?)",
+                     "timer: unknown key (did you mean timers?)",
+                     "output.influxd: unknown key (did you mean output.influxdb?)",
+                     "spool.max_byte: unknown key (did you mean max_bytes?)",
+                     "TICK_EXPORTER_TIMERS_BUSS: unknown environment variable (not a config key) "
+                     "(did you mean TICK_EXPORTER_TIMERS_BUS?)"]
+    (far,) = problems(write(tmp_path, "[agent]\nzzz = 1\n"))
+    assert far == "agent.zzz: unknown key"  # nothing close: no guess

@@ -48,7 +48,8 @@ HORIZON = datetime(2200, 1, 1, tzinfo=timezone.utc)  # systemd's calendar stops 
 
 def corpus():
     """(file name, Conversion) for every corpus file."""
-    return [(path.name, convert(path.read_text(), source=path.name, user_column=path.name in USER_COLUMN))
+    return [(path.name, convert(path.read_text(), source=path.name, user_column=path.name in USER_COLUMN,
+                               allow_unknown_users=True))  # users of the machine it came from
             for path in sorted(CORPUS.iterdir())]
 
 

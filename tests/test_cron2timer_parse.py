@@ -298,3 +298,36 @@ def test_name_clashes_get_suffixes_and_the_prefix_comes_first():
 def test_a_refused_line_does_not_use_up_a_name():
     result = convert("0 0 30 2 * backup.sh\n0 0 * * * backup.sh\n")
     assert [u.name for u in result.units] == ["backup"]
+
+
+# --- issue 20: user names checked, hints for lines read in the other format --------------
+
+def test_a_user_column_naming_no_user_here_is_refused():
+    text = "0 1 * * * pg_dump -U app app > /backup/app.sql\n0 2 * * * root /usr/bin/backup\n"
+    result = convert(text, user_column=True)
+    (problem,) = result.problems
+    assert problem.lineno == 1
+    assert "user 'pg_dump' does not exist on this machine" in problem.message
+    assert "looks like a user crontab" in problem.message and "--allow-unknown-user" in problem.message
+    (root,) = result.units
+    assert "User=root\n" in root.service
+    other_machine = convert(text, user_column=True, allow_unknown_users=True)
+    assert other_machine.problems == [] and "User=pg_dump\n" in other_machine.units[0].service
+
+
+def test_user_mode_hints_at_a_user_column():
+    result = convert("0 2 * * * root /usr/bin/backup --full\n0 3 * * * /usr/bin/backup\n")
+    assert len(result.units) == 2 and result.problems == []  # converted as cron would read them
+    (hint,) = result.hints
+    assert hint.lineno == 1 and "the sixth field 'root' is a user name here" in hint.message
+    assert "--user-column" in hint.message
+    # a user name that is also a command on PATH is a command ("sync" is both on Debian)
+    assert convert("0 4 * * * sync\n").hints == []
+
+
+def test_a_percent_that_cuts_the_command_gets_a_hint():
+    result = convert("0 5 * * * tar czf /backup/home-$(date +%F).tgz /home\n")
+    (hint,) = result.hints
+    assert "an unescaped % ends the command at 'tar czf /backup/home-$(date +'" in hint.message
+    assert r"write \% for a literal %" in hint.message
+    assert convert("0 5 * * * tar czf /backup/home-$(date +\\%F).tgz /home\n").hints == []

@@ -1,5 +1,5 @@
-"""`tick-exporter cron2timer [FILE|-] [--system] [--user-column] [--run-as USER]
-[--output-dir DIR] [--prefix P]`.
+"""`tick-exporter cron2timer [FILE|-] [--system] [--user-column [--allow-unknown-user]]
+[--run-as USER] [--output-dir DIR] [--prefix P]`.
 
 Prints every converted entry's NAME.service and NAME.timer (or writes them to DIR),
 then the systemctl commands that install them. Lines that cannot be converted
@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user-column", action="store_true",
                         help="/etc/crontab and /etc/cron.d format: a user name after the time "
                              "fields, which becomes User= (implies --system)")
+    parser.add_argument("--allow-unknown-user", action="store_true",
+                        help="with --user-column: accept user names this machine does not know "
+                             "(a crontab converted for another machine); default: refuse the line")
     parser.add_argument("--run-as", metavar="USER",
                         help="with --system and no user column: User= for every unit (default root)")
     parser.add_argument("--output-dir", metavar="DIR", help="write the unit files here instead of printing them")
@@ -40,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     system = args.system or args.user_column
     if args.run_as is not None and (not system or args.user_column):
         print("cron2timer: --run-as needs --system and no --user-column", file=sys.stderr)
+        return EXIT_PROBLEMS
+    if args.allow_unknown_user and not args.user_column:
+        print("cron2timer: --allow-unknown-user needs --user-column", file=sys.stderr)
         return EXIT_PROBLEMS
     if args.prefix and not NAME_OK.match(args.prefix):
         print(f"cron2timer: --prefix {args.prefix!r}: use only letters, digits and ':_.-'", file=sys.stderr)
@@ -55,13 +61,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"cron2timer: {source} is not UTF-8 text ({err.reason} at byte {err.start})", file=sys.stderr)
         return EXIT_PROBLEMS
     result = convert(text, source=source, user_column=args.user_column, system=system,
-                     run_as=args.run_as, prefix=args.prefix)
+                     run_as=args.run_as, prefix=args.prefix,
+                     allow_unknown_users=args.allow_unknown_user)
     written_problems: list[str] = []
     if args.output_dir:
         written_problems = write_units(result, Path(args.output_dir))
     else:
         print_units(result)
     print_commands(result, system, args.output_dir)
+    for hint in result.hints:
+        print(f"cron2timer: {source}:{hint.lineno}: hint: {hint.message}\n    {hint.line.strip()}",
+              file=sys.stderr)
     for problem in result.problems:
         print(f"cron2timer: {source}:{problem.lineno}: {problem.message}\n    {problem.line.strip()}",
               file=sys.stderr)

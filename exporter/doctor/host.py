@@ -129,29 +129,36 @@ def dbus_socket_path(address: str) -> str:
     return ""
 
 
-def dbus_access_finding(address: str, error: str) -> Finding:
-    """The agent could not talk to systemd at `address` (error: the reason)."""
+SYSTEM_BUS_SOCKETS = ("/run/dbus/system_bus_socket", "/var/run/dbus/system_bus_socket")
+
+
+def dbus_access_finding(address: str, error: str, hint: str = "") -> Finding:
+    """The agent could not talk to systemd at `address` (error: the reason; hint: what
+    exporter.sources.bus_hint says about this host, e.g. PID 1 is not systemd)."""
     path = dbus_socket_path(address)
     directory = os.path.dirname(path) if path else "/run/dbus"
-    system = path in ("", "/run/dbus/system_bus_socket", "/var/run/dbus/system_bus_socket")
+    system = path in ("", *SYSTEM_BUS_SOCKETS)
     host = ("On the host: is the bus running? systemctl status dbus.socket dbus.service\n"
-            if system else "")
+            if system and not hint else "")
+    # The default needs no setting: only a socket mounted elsewhere does.
+    setting = ("" if path in SYSTEM_BUS_SOCKETS else
+               f"\nand set timers.bus (TICK_EXPORTER_TIMERS_BUS) to unix:path={path or SYSTEM_BUS_SOCKETS[0]}")
     return Finding(
         "access-dbus", "error", address,
         f"cannot talk to systemd over D-Bus at {address}: {error}",
         "every timer is read from systemd over D-Bus: without it nothing says whether last "
         "night's backup ran",
-        f"{host}In a container, mount the bus socket's directory read-only:\n"
-        f"{COMPOSE_DBUS.format(dir=directory)}\n"
-        f"and set timers.bus (TICK_EXPORTER_TIMERS_BUS) to unix:path={path or '/run/dbus/system_bus_socket'}")
+        (f"{hint[0].upper()}{hint[1:]}.\n" if hint else "")
+        + f"{host}In a container, mount the bus socket's directory read-only:\n"
+        f"{COMPOSE_DBUS.format(dir=directory)}{setting}")
 
 
-def check_dbus_socket(address: str) -> list[Finding]:
+def check_dbus_socket(address: str, hint: str = "") -> list[Finding]:
     """A unix-socket D-Bus address whose socket does not exist (or is not a socket)."""
     path = dbus_socket_path(address)
     if not path or os.path.exists(path) and not os.path.isdir(path):
         return []
-    return [dbus_access_finding(address, f"{path} does not exist")]
+    return [dbus_access_finding(address, f"{path} does not exist", hint)]
 
 
 def docker_access_finding(docker_host: str, error: str, wanted: bool) -> Finding:

@@ -38,10 +38,11 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
     from ..sources.systemd_dbus import DBusCallError, SystemdBus, bus_address
     from ..sources.zones import ZoneSources
     from ..state import StateFile
+    from ..sources.bus_hint import system_bus_hint
     address = bus_address(config.timers.bus)
-    missing = host_checks.check_dbus_socket(address)
-    if missing:
-        report.extend(missing)
+    system = config.timers.bus == "system"  # the hint is only worth a look when it failed
+    if host_checks.check_dbus_socket(address):
+        report.extend(host_checks.check_dbus_socket(address, await system_bus_hint() if system else ""))
         return
     source = SystemdBus(config.timers.bus, include=config.timers.include, wants=config.timers.wants)
     try:
@@ -57,7 +58,8 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
             timer_checks.read_views(source, snapshot, points, config.timers.wants), READ_TIMEOUT)
     except (ConnectionError, DBusCallError, OSError, EOFError, asyncio.TimeoutError) as err:
         reason = str(err.__cause__ or err) or f"no answer within {READ_TIMEOUT:g}s"
-        report.extend([host_checks.dbus_access_finding(address, reason)])
+        hint = await system_bus_hint() if system else ""
+        report.extend([host_checks.dbus_access_finding(address, reason, hint)])
         return
     finally:
         await source.close()

@@ -308,6 +308,8 @@ class SystemdBus:
         self._manager_root: str | None = None  # "<proc_root>/<manager PID>/root" or ""
         self.address = bus_address(bus, environ)
         self._configured = bus
+        self._environ = environ
+        self._system_hint: str | None = None  # see _connection
         self._bus: MessageBus | None = None
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.kind = bus if bus in ("system", "user") else ""
@@ -337,7 +339,16 @@ class SystemdBus:
                 self._bus = await MessageBus(bus_address=self.address).connect()
             except (OSError, EOFError) as err:
                 self._bus = None
-                raise ConnectionError(f"cannot connect to D-Bus at {self.address}: {err}") from err
+                hint = ""
+                if self._configured == "system":
+                    # Worked out at the first failure only: it asks the user's bus, which
+                    # must not cost every later sample up to its timeout again.
+                    if self._system_hint is None:
+                        from .bus_hint import system_bus_hint
+                        self._system_hint = await system_bus_hint(self._environ)
+                    hint = self._system_hint
+                raise ConnectionError(f"cannot connect to D-Bus at {self.address}: {err}"
+                                      + (f"; {hint}" if hint else "")) from err
             if not self.kind:
                 self.kind = await self._manager_kind(self._bus)
             self._manager_root = None  # (the manager may have been restarted)
