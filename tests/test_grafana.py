@@ -665,6 +665,7 @@ def test_fleet_overview_equals_status_on_each_host(filled):
         assert row["version"] == __version__
         assert row["down"] == math.floor(row["age_s"] / (2.5 * row["interval_s"]))
     main = next(row for row in rows if row["host"] == "graf-host")
-    assert main["unhealthy_timers"] == 2 and main["oom_kills"] >= 1 and main["dns_failing"] >= 1
+    # failed, missed and the stopped (unarmed) one
+    assert main["unhealthy_timers"] == 3 and main["oom_kills"] >= 1 and main["dns_failing"] >= 1
     # One host chosen: its row only.
     assert [row["host"] for row in fleet(filled.influxdb, ("graf-broken",))] == ["graf-broken"]
