@@ -41,7 +41,8 @@ class Agent:
     as for `once`)."""
 
     def __init__(self, collectors, outputs, host: str, clock=Now.read, spool=None, workers=(),
-                 after_sample=None, state=None):
+                 after_sample=None, state=None, agent_id=""):
+        self.agent_id = agent_id  # exporter.identity; "" (no field) for a look without one
         self.collectors, self.outputs, self.host, self.clock = collectors, outputs, host, clock
         self.spool, self.workers, self.state = spool, list(workers), state
         self.after_sample = after_sample  # f(points, now_s) once a sample is handed on
@@ -62,10 +63,13 @@ class Agent:
         return points + [self_point(self.host, collector.name, now, fields)]
 
     def _heartbeat(self, now: Now) -> Point:
-        """`up`: what alerts use to tell "agent down" from "all quiet"."""
-        return self_point(self.host, "agent", now, {
-            "up": True, "version": __version__, "rss_bytes": selfstats.rss_bytes(),
-            "cpu_s": selfstats.cpu_seconds()})
+        """`up`: what alerts use to tell "agent down" from "all quiet"; `agent_id`: which
+        agent, when two claim one host name."""
+        fields = {"up": True, "version": __version__, "rss_bytes": selfstats.rss_bytes(),
+                  "cpu_s": selfstats.cpu_seconds()}
+        if self.agent_id:
+            fields["agent_id"] = self.agent_id
+        return self_point(self.host, "agent", now, fields)
 
     async def sample(self, now: Now | None = None) -> list[Point]:
         now = now or self.clock()
