@@ -91,3 +91,88 @@ def test_the_central_override_publishes_influxdb_only():
     assert (port.get("target"), str(port.get("published"))) == (8086, "8086") if isinstance(port, dict) \
         else "8086:8086" in str(port)
     assert services["influxdb"]["environment"]["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
+
+
+# ---------------------------------------------------------------------------
+# a central stack and edge hosts on the real engine
+
+SMOKE_AGENT = ROOT / "tests" / "compose" / "smoke-agent.yml"
+
+
+@pytest.fixture(scope="module")
+def fleet_images(docker_engine, amd64_exporter_image):
+    from tests import images
+    stack = images.base_image(docker_engine, "local/stack-debian:bookworm",
+                              add="influxdb,influxdb-client,socat")
+    return stack, amd64_exporter_image
+
+
+def test_edge_agents_write_to_the_central_influxdb_as_the_agent_user(docker_engine, user_manager,
+                                                                      fleet_images, tmp_path):
+    """The central stack's InfluxDB (docker-compose.yml + smoke.yml: auth on, users from
+    tick-users.sh) in one compose project, and three edge hosts, each its own project of
+    docker-compose.agent.yml, writing to it by the URL in their .env: two of them claim
+    one host name. Every edge's samples land, each agent under its own agent_id, and the
+    fleet query finds the two claiming one name."""
+    from tests.test_compose import PASSWORDS, SMOKE, compose, rows, wait_for
+    from tests.test_fleet_alerts import fleet_query
+
+    stack_image, exporter_image = fleet_images
+    user_manager.write_unit("edge-backup.service", "[Service]\nType=oneshot\nExecStart=/bin/true\n")
+    user_manager.write_unit("edge-backup.timer", "[Timer]\nOnCalendar=*-*-* 03:00:00\n")
+    user_manager.daemon_reload()
+    user_manager.systemctl("start", "edge-backup.timer")
+    resolved_dir = tmp_path / "resolved"
+    resolved_dir.mkdir()
+    common = {**docker_engine.env, "TICK_EXPORTER_IMAGE": exporter_image, "SMOKE_STACK_IMAGE": stack_image,
+              "SMOKE_BUS_DIR": os.path.dirname(user_manager.bus_address.removeprefix("unix:path=")),
+              "SMOKE_DOCKER_SOCKET": docker_engine.socket_path,
+              "SMOKE_RESOLV_CONF": str(docker_engine.resolv_conf_path),
+              "SMOKE_RESOLVED_DIR": str(resolved_dir)}
+    central = ("-p", f"tickcentral{os.getpid()}")
+    central_env = {**common, **DEPLOY_ENV, "TICK_HOSTNAME": "central"}
+    edges = {f"tickedge{i}{os.getpid()}": host for i, host in
+             enumerate(("pi-edge-1", "pi-edge-dup", "pi-edge-dup"))}
+    edge_env = {**common, "TICK_CENTRAL_URL": "http://influxdb:8086",
+                "INFLUXDB_AGENT_PASSWORD": PASSWORDS["INFLUXDB_AGENT_PASSWORD"],
+                "SMOKE_CENTRAL_NETWORK": f"{central[1]}_tick"}
+    started = []
+    try:
+        compose(*central, "up", "-d", "--no-build", "influxdb", env=central_env, files=SMOKE, timeout=600)
+        started.append((central, central_env, SMOKE))
+        influx_id = compose(*central, "ps", "-q", "influxdb", env=central_env, files=SMOKE).stdout.strip()
+        wait_for("the central InfluxDB healthy (its users made)", lambda: docker_engine.inspect(influx_id)
+                 ["State"].get("Health", {}).get("Status") == "healthy")
+        networks = docker_engine.inspect(influx_id)["NetworkSettings"]["Networks"]
+        url = f"http://{next(iter(networks.values()))['IPAddress']}:8086"
+        for project, host in edges.items():
+            env = {**edge_env, "TICK_HOSTNAME": host}
+            compose("-p", project, "up", "-d", "--no-build", env=env, files=(AGENT, SMOKE_AGENT), timeout=600)
+            started.append((("-p", project), env, (AGENT, SMOKE_AGENT)))
+
+        def agent_ids(host):
+            return {r["agent_id"] for r in rows(url, f"SELECT agent_id FROM exporter WHERE component = 'agent' "
+                                                     f"AND host = '{host}'")}
+        wait_for("both pi-edge-dup agents' heartbeats", lambda: len(agent_ids("pi-edge-dup")) == 2)
+        ids = wait_for("pi-edge-1's heartbeat", lambda: agent_ids("pi-edge-1"))
+        assert len(ids) == 1 and all(len(i) == 16 for i in ids | agent_ids("pi-edge-dup"))
+        timer = wait_for("pi-edge-1's timer point", lambda: rows(
+            url, "SELECT * FROM systemd_timer WHERE timer = 'edge-backup.timer' AND host = 'pi-edge-1' LIMIT 1"))[0]
+        assert timer["manager"] == "user"
+        failures = rows(url, "SELECT * FROM exporter WHERE success = false AND component = 'influxdb'")
+        assert failures == [], failures
+        found = influx_query_series(url, fleet_query("duplicate_hostname").replace(":window:", "10m"))
+        assert found == {"pi-edge-dup": 2}
+    finally:
+        for project, env, files in reversed(started):
+            logs = compose(*project, "logs", "--no-color", env=env, files=files, check=False).stdout
+            compose(*project, "down", "-v", "--timeout", "5", env=env, files=files, check=False)
+            print(logs[-3000:])
+        user_manager.systemctl("stop", "edge-backup.timer", check=False)
+
+
+def influx_query_series(url, q):
+    from tests.test_compose import influx_query
+    result = influx_query(url, "tick", q)
+    assert "error" not in result, result
+    return {s["tags"]["host"]: s["values"][0][1] for s in result.get("series", [])}
