@@ -3,7 +3,7 @@
 
 Host names are the user's (`[agent] hostname`, TICK_HOSTNAME) and can collide: two Pis
 both called raspberrypi write into one series. The id tells them apart, so a query
-(kapacitor/queries.influxql, "duplicate_hostname") can count distinct ids per host.
+(grafana/fleet.influxql, "duplicate_hostname") can count distinct ids per host.
 Random rather than derived from /etc/machine-id: a container does not see the host's
 machine-id unless it is mounted, and two agents on one machine (a second state
 directory) are two agents. Kept in the state directory, so it survives restarts and
@@ -36,7 +36,8 @@ def agent_id(state_path: str, writer: bool) -> str:
     except (OSError, UnicodeDecodeError) as err:
         if not writer:  # a look as another user: no id on its heartbeat
             return ""
-        log.warning("cannot read the agent id %s (%s): using a new one for this run", path, err)
+        log.warning("cannot read the agent id %s (%s): a new one for this run, it changes at every restart",
+                    path, err)
         return secrets.token_hex(8)
     if not writer:
         return ""

@@ -46,6 +46,12 @@ for var in INFLUXDB_ADMIN_PASSWORD INFLUXDB_AGENT_PASSWORD INFLUXDB_GRAFANA_PASS
     [ -n "$value" ] || refuse "$var is not set: set it in .env (see .env.example)"
     [ "$value" != "change-me" ] || refuse "$var is still the placeholder \"change-me\" from .env.example: set a password of your own in .env"
 done
+case $INFLUXDB_ADMIN_PASSWORD in
+    # The influxdb image's own init (init-influxdb.sh) puts it between single quotes
+    # unescaped and on a command line unquoted: its first start would fail with only
+    # "influxdb init process failed".
+    *"'"*|*'\'*|*[[:space:]]*) refuse "INFLUXDB_ADMIN_PASSWORD may not hold ', \\ or spaces (the influxdb image's init uses it as is)";;
+esac
 for name in "$db" "$admin" "$agent" "$grafana" "$kapacitor"; do
     case $name in *'"'*|*'\'*|'') refuse "user and database names may not be empty or hold \" or \\: \"$name\"";; esac
 done

@@ -14,8 +14,9 @@ import pytest
 from tests.services import HTTPStatusError, InfluxDB1
 
 SCRIPT = Path(__file__).resolve().parent.parent / "influxdb" / "tick-users.sh"
-PASSWORDS = {"INFLUXDB_ADMIN_PASSWORD": "adm'n\\pass word", "INFLUXDB_AGENT_PASSWORD": "agent-pw-1",
-             "INFLUXDB_GRAFANA_PASSWORD": "grafana-pw-1", "INFLUXDB_KAPACITOR_PASSWORD": "kapacitor-pw-1"}
+# Quotes and backslashes in the others' passwords are escaped by the script.
+PASSWORDS = {"INFLUXDB_ADMIN_PASSWORD": "admin-pass-1", "INFLUXDB_AGENT_PASSWORD": "agent-pw-1",
+             "INFLUXDB_GRAFANA_PASSWORD": "graf'ana\\pw 1", "INFLUXDB_KAPACITOR_PASSWORD": "kapacitor-pw-1"}
 ADMIN = ("admin", PASSWORDS["INFLUXDB_ADMIN_PASSWORD"])
 AGENT = ("tick-agent", PASSWORDS["INFLUXDB_AGENT_PASSWORD"])
 GRAFANA = ("grafana", PASSWORDS["INFLUXDB_GRAFANA_PASSWORD"])
@@ -115,6 +116,14 @@ def test_a_placeholder_or_empty_password_is_refused_before_anything_changes(fres
     with pytest.raises(HTTPStatusError, match="create admin user first"):
         fresh.query("SHOW USERS", auth=None)
     assert script(fresh, "--check", **{variable: value}).returncode == 1
+
+
+@pytest.mark.parametrize("password", ["it's", "back\\slash", "two words"])
+def test_an_admin_password_the_images_init_cannot_quote_is_refused(fresh, password):
+    done = script(fresh, INFLUXDB_ADMIN_PASSWORD=password)
+    assert done.returncode == 1 and "may not hold" in done.stderr
+    with pytest.raises(HTTPStatusError, match="create admin user first"):
+        fresh.query("SHOW USERS", auth=None)
 
 
 def test_a_wrong_admin_password_is_said_and_changes_nothing(fresh):
