@@ -41,7 +41,8 @@ class Agent:
     as for `once`)."""
 
     def __init__(self, collectors, outputs, host: str, clock=Now.read, spool=None, workers=(),
-                 after_sample=None, state=None):
+                 after_sample=None, state=None, agent_id=""):
+        self.agent_id = agent_id  # exporter.identity; "" (no field) for a look without one
         self.collectors, self.outputs, self.host, self.clock = collectors, outputs, host, clock
         self.spool, self.workers, self.state = spool, list(workers), state
         self.after_sample = after_sample  # f(points, now_s) once a sample is handed on
@@ -68,6 +69,8 @@ class Agent:
                   "cpu_s": selfstats.cpu_seconds()}
         if self.interval_s:  # "down" is counted in intervals (docs/alerts.md, agent_down)
             fields["interval_s"] = float(self.interval_s)
+        if self.agent_id:
+            fields["agent_id"] = self.agent_id
         return self_point(self.host, "agent", now, fields)
 
     async def sample(self, now: Now | None = None) -> list[Point]:

@@ -13,6 +13,7 @@ import sys
 
 from . import __version__, logs
 from .config import CONFIG_FILE_ENV, Config, ConfigError, load_config
+from .identity import agent_id
 from .redact import redact
 
 log = logging.getLogger("tick_exporter")
@@ -98,7 +99,8 @@ async def _once(config: Config) -> int:
     # A look, not a sample that consumes: the runs it prints stay the service's to
     # deliver, so the state file is read, never written, and no heartbeat is written.
     state = open_state(config, writer=False)
-    agent = Agent(build_collectors(config, state), [StdoutOutput()], config.agent.hostname)
+    agent = Agent(build_collectors(config, state), [StdoutOutput()], config.agent.hostname,
+                  agent_id=agent_id(config.agent.state_path, writer=False))
     try:
         now = agent.clock()
         await agent.write(await agent.sample(now), now)
@@ -170,7 +172,8 @@ async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:
     beat = Heartbeat(heartbeat_path(config.agent.state_path), config.agent.interval)
     state = open_state(config, writer=True)
     agent = Agent(build_collectors(config, state), direct, config.agent.hostname, spool=spool,
-                  workers=workers, after_sample=beat.write, state=state)
+                  workers=workers, after_sample=beat.write, state=state,
+                  agent_id=agent_id(config.agent.state_path, writer=True))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

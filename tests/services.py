@@ -319,7 +319,8 @@ class InfluxDB1(_Service):
     404 there.  Writes go to ``/write?db=...``.
 
     With ``auth_enabled=True`` an admin user (``admin_user``/``admin_password``)
-    is created on first start, and the helpers below authenticate as that user
+    is created on first start (unless ``create_admin=False``: no user at all, as
+    a fresh deployment), and the helpers below authenticate as that user
     unless given ``auth=``.
     """
 
@@ -333,6 +334,7 @@ class InfluxDB1(_Service):
         admin_password: str = "admin-secret",
         tls: tuple[str, str] | None = None,
         start_timeout: float = START_TIMEOUT,
+        create_admin: bool = True,
     ):
         super().__init__(start_timeout)
         self.auth_enabled = auth_enabled
@@ -342,7 +344,7 @@ class InfluxDB1(_Service):
         self.port, self.rpc_port = free_ports(2)
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.config_path = self.root / "influxdb.conf"
-        self._admin_created = False
+        self._admin_created = not create_admin  # False: a fresh server without any user
         self._write_config()
 
     @property

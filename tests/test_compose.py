@@ -31,7 +31,9 @@ COMPOSE = ROOT / "docker-compose.yml"
 HYPRIOT = ROOT / "docker-compose.hypriot.yml"
 SMOKE = (COMPOSE, ROOT / "tests" / "compose" / "smoke.yml")
 SMOKE_SERVICES = ("influxdb", "docker-socket-proxy", "tick-exporter")
-DEPLOY_ENV = {"TICK_HOSTNAME": "pi-test", "GRAFANA_ADMIN_PASSWORD": "secret"}
+PASSWORDS = {"INFLUXDB_ADMIN_PASSWORD": "admin-pw-1", "INFLUXDB_AGENT_PASSWORD": "agent-pw-1",
+             "INFLUXDB_GRAFANA_PASSWORD": "grafana-pw-1", "INFLUXDB_KAPACITOR_PASSWORD": "kapacitor-pw-1"}
+DEPLOY_ENV = {"TICK_HOSTNAME": "pi-test", "GRAFANA_ADMIN_PASSWORD": "secret", **PASSWORDS}
 
 
 def compose(*args, env=None, files=(COMPOSE,), check=True, timeout=300):
@@ -87,9 +89,61 @@ def test_compose_file_is_valid_and_as_documented():
 
 
 def test_required_settings_are_named_when_missing():
-    done = compose("config", env={"TICK_HOSTNAME": "", "GRAFANA_ADMIN_PASSWORD": ""}, check=False)
+    done = compose("config", env={**PASSWORDS, "TICK_HOSTNAME": "", "GRAFANA_ADMIN_PASSWORD": ""}, check=False)
     assert done.returncode != 0
     assert "set TICK_HOSTNAME in .env" in done.stderr or "set GRAFANA_ADMIN_PASSWORD in .env" in done.stderr
+
+
+@pytest.mark.parametrize("password", sorted(PASSWORDS))
+def test_every_influxdb_password_is_required(password):
+    for value in ("", None):   # empty in .env, or not there at all
+        env = {**DEPLOY_ENV, password: value} if value is not None else \
+            {k: v for k, v in DEPLOY_ENV.items() if k != password}
+        environment = {k: v for k, v in os.environ.items() if k != password}
+        done = subprocess.run(["docker-compose", "-f", str(COMPOSE), "config"], cwd=ROOT, text=True,
+                              capture_output=True, env={**environment, **env}, timeout=60)
+        assert done.returncode != 0 and f"set {password} in .env" in done.stderr, done.stderr
+
+
+def test_influxdb_auth_is_on_and_each_service_logs_in_as_its_own_user():
+    services = resolved(COMPOSE)["services"]
+    influx = services["influxdb"]
+    assert influx["environment"]["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
+    (init,) = [str(v) for v in influx["volumes"] if "tick-users.sh" in str(v)]
+    assert str(ROOT / "influxdb" / "tick-users.sh") in init and "/docker-entrypoint-initdb.d/tick-users.sh" in init
+    # the healthcheck refuses placeholders (the change-me of .env.example) and missing users
+    assert influx["healthcheck"]["test"] == ["CMD", "bash", "/docker-entrypoint-initdb.d/tick-users.sh", "--check"]
+    logins = {
+        "tick-exporter": (services["tick-exporter"]["environment"]["TICK_EXPORTER_OUTPUT_INFLUXDB_USERNAME"],
+                          services["tick-exporter"]["environment"]["TICK_EXPORTER_OUTPUT_INFLUXDB_PASSWORD"]),
+        "telegraf": (services["telegraf"]["environment"]["INFLUXDB_USER"],
+                     services["telegraf"]["environment"]["INFLUXDB_PASSWORD"]),
+        "grafana": (services["grafana"]["environment"]["INFLUXDB_USER"],
+                    services["grafana"]["environment"]["INFLUXDB_PASSWORD"]),
+        "chronograf": (services["chronograf"]["environment"]["INFLUXDB_USERNAME"],
+                       services["chronograf"]["environment"]["INFLUXDB_PASSWORD"]),
+        "kapacitor": (services["kapacitor"]["environment"]["KAPACITOR_INFLUXDB_0_USERNAME"],
+                      services["kapacitor"]["environment"]["KAPACITOR_INFLUXDB_0_PASSWORD"]),
+    }
+    agent, grafana, kapacitor = (("tick-agent", "agent-pw-1"), ("grafana", "grafana-pw-1"),
+                                 ("kapacitor", "kapacitor-pw-1"))
+    assert logins == {"tick-exporter": agent, "telegraf": agent, "grafana": grafana,
+                      "chronograf": grafana, "kapacitor": kapacitor}
+    assert influx["environment"]["INFLUXDB_AGENT_USER"] == "tick-agent"
+
+
+def test_env_example_placeholders_are_refused_by_the_init_step(tmp_path):
+    """.env.example as shipped: compose accepts it (every variable is set), and the init
+    step (influxdb/tick-users.sh, also the healthcheck) refuses its change-me passwords."""
+    example = dict(line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+                   if line and not line.startswith("#"))
+    assert {k: example[k] for k in PASSWORDS} == {k: "change-me" for k in PASSWORDS}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUX")}
+    for check in ([], ["--check"]):
+        done = subprocess.run(["bash", str(ROOT / "influxdb" / "tick-users.sh"), *check],
+                              env={**env, **example, "TICK_INFLUX_PORT": "9"}, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 1 and "placeholder" in done.stderr, done.stderr
 
 
 def test_hypriot_override_is_valid_and_unconfines_seccomp_for_time64_images():
@@ -131,8 +185,8 @@ def stack_images(docker_engine, amd64_exporter_image):
     return stack, amd64_exporter_image
 
 
-def influx_query(url, database, q):
-    params = urllib.parse.urlencode({"db": database, "q": q})
+def influx_query(url, database, q, user="admin", password=PASSWORDS["INFLUXDB_ADMIN_PASSWORD"]):
+    params = urllib.parse.urlencode({"db": database, "q": q, "u": user, "p": password})
     with urllib.request.urlopen(f"{url}/query?{params}", timeout=10) as response:
         return json.load(response)["results"][0]
 
