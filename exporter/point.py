@@ -61,6 +61,13 @@ def _string_value(value: str) -> str:
 
 
 def _field(key: str, value) -> str | None:
+    kind = type(value)  # the exact built-in types first: most fields, fewest checks
+    if kind is bool:
+        return f"{_field_key(key)}={'true' if value else 'false'}"
+    if kind is int:
+        return f"{_field_key(key)}={value}i"
+    if kind is str:
+        return f'{_field_key(key)}="{_string_value(value)}"'
     if value is None:
         return None
     name, key = key, _field_key(key)
