@@ -25,8 +25,12 @@ def build_collectors(config: Config) -> list:
     state, host, collectors = StateFile(config.agent.state_path), config.agent.hostname, []
     if config.timers.enabled:
         from .collectors.timers import TimersCollector
+        from .sources.journal import JournalReader
         from .sources.systemd_dbus import SystemdBus
-        collectors.append(TimersCollector(SystemdBus(config.timers.bus), config.timers, host, state))
+        journal = JournalReader(config.timers.journal_directories, config.timers.journal_lines,
+                                config.timers.journal_max_bytes, config.timers.journal_wait)
+        collectors.append(TimersCollector(SystemdBus(config.timers.bus), config.timers, host, state,
+                                          journal))
     docker = None
     if config.containers.enabled or config.dns.enabled:
         from .sources.docker_api import DockerSource

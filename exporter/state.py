@@ -1,6 +1,6 @@
 """The agent's small memory between samples and across restarts: per timer, the last run
 it saw, the last one it recorded as a `systemd_timer_run` point, the last success, the
-failure streak, and the last deadline systemd announced.
+failure streak, the last deadline systemd announced and the newest failed run's lines.
 
 systemd forgets most of this: a stopped timer is garbage-collected with its
 LastTriggerUSec, a service's ExecMain* timestamps vanish with the unit, and nothing
@@ -26,6 +26,7 @@ class TimerMemory:
     consecutive_failures: int = 0
     armed_since_us: int = 0         # when the timer was last seen becoming armed
     next_elapse_us: int = 0         # last deadline systemd announced while armed
+    last_failure_log: str = ""      # the newest failed run's journal lines (issue 21)
 
 
 class StateFile:
@@ -51,8 +52,8 @@ class StateFile:
         try:
             with open(self.path, encoding="utf-8") as handle:
                 data = json.load(handle)
-            known = {f.name for f in fields(TimerMemory)}
-            self.timers = {name: TimerMemory(**{k: int(v) for k, v in entry.items() if k in known})
+            kinds = {f.name: type(f.default) for f in fields(TimerMemory)}
+            self.timers = {name: TimerMemory(**{k: kinds[k](v) for k, v in entry.items() if k in kinds})
                            for name, entry in data["timers"].items()}
             self.oom_kills = {name: {"before": int(entry["before"]),
                                      "ids": {i: [int(a), int(b)] for i, (a, b) in entry["ids"].items()}}
