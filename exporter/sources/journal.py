@@ -145,7 +145,9 @@ class JournalReader:
     def argv(self, query: RunLogQuery, files: list[str]) -> list[str]:
         # -n: the newest entries only (a chatty job can write megabytes). Twice the line
         # cap: a few matched entries may be another run's and are dropped by belongs().
-        return [self.journalctl, "--output=json", "--no-pager", "--quiet",
+        # --reverse: journalctl 252 with --since and -n shows the *first* n entries after
+        # --since; reversed, it starts at --until and walks back (journalctl.c).
+        return [self.journalctl, "--output=json", "--no-pager", "--quiet", "--reverse",
                 *(f"--file={pattern}" for pattern in files),
                 f"--since=@{query.since_us / 1e6:.6f}", f"--until=@{query.until_us / 1e6:.6f}",
                 f"--lines={2 * self.max_lines}", *matches(query, self.boot_id)]
@@ -173,4 +175,4 @@ class JournalReader:
             text = err.decode(errors="replace").strip().splitlines()
             raise JournalError(f"{self.journalctl} exited {process.returncode}: "
                                f"{text[-1] if text else 'no message'}")
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        return [json.loads(line) for line in reversed(out.splitlines()) if line.strip()]
