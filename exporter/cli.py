@@ -98,7 +98,7 @@ async def _once(config: Config) -> int:
     return 0
 
 
-async def _status(config: Config, as_json: bool) -> int:
+async def _status(config: Config, as_json: bool, why: str | None = None) -> int:
     """One sample of the timers, shown like `systemctl list-timers` plus health.
     Exit 0 when every timer is healthy, 1 otherwise, so it can gate a script."""
     from . import status
@@ -112,7 +112,11 @@ async def _status(config: Config, as_json: bool) -> int:
         points = await agent.sample(now)
     finally:
         await agent.close()
-    if as_json:
+    if why is not None:
+        print(redact("\n\n".join(section for section in (
+            status.render_why(points, why, local_zone(config.timers.timezone)),
+            "\n".join(f"problem: {line}" for line in status.problems(points))) if section)))
+    elif as_json:
         print(redact(status.render_json(points, now.realtime_us / 1e6)))
     else:
         sections = [status.render_table(points, now.realtime_us / 1e6, status.should_color(sys.stdout),
@@ -233,6 +237,8 @@ def parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", parents=[common],
                                  help="show every timer's health; exit 0 when all are healthy, 1 otherwise")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--why", metavar="TIMER",
+                        help="one timer: its state and the journal lines of its newest failed run")
     doctor = commands.add_parser("doctor", parents=[common], help="diagnose the host")
     doctor.add_argument("topic", nargs="?", choices=("dns",),
                         help="dns: only Docker DNS (resolvers, probes, the fix); default: every check")
@@ -264,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{config.source}: configuration is valid")
         return 0
     if args.command == "status":
-        return asyncio.run(_status(config, args.json))
+        return asyncio.run(_status(config, args.json, args.why))
     if args.command == "health":
         return _health(config)
     if args.command == "doctor":

@@ -12,6 +12,8 @@ and invocation paths are tested on a host-like journal in tests/test_journal_rem
 
 import asyncio
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -204,3 +206,21 @@ def test_no_journal_gives_an_empty_field_and_one_journal_error(manager, agent, t
     assert "no journal files in " + str(missing) in journal.fields["last_error"]
     assert exporter_point(points, "timers").fields["success"] is True
     assert os.path.isdir(manager.journal_dir)
+
+
+def test_status_why_shows_the_failed_runs_lines(manager, tmp_path):
+    """`tick-exporter status --why TIMER` as a person runs it, in its own process (read-only:
+    the state file is left alone)."""
+    run_service(manager, "jl-fail", "exit-code")
+    path = tmp_path / "status.toml"
+    path.write_text(f'[timers]\nbus = "user"\ninclude = ["jl-*"]\njournal_wait = "{WAIT_S}s"\n'
+                    f'journal_directories = ["{manager.journal_dir}"]\n')
+    done = subprocess.run([sys.executable, "-m", "exporter", "status", "--config", str(path),
+                           "--why", "jl-fail"], env=manager.env, capture_output=True, text=True,
+                          timeout=60)
+    head, *lines = done.stdout.strip().splitlines()
+    assert head.startswith("jl-fail.timer -> jl-fail.service: failed, last run exit-code (3), ended ")
+    number = lines[0].split(":")[0].split()[-1]
+    assert lines == [f"  run {number}: starting", f"  run {number}: disk full"], done.stderr
+    assert done.returncode == 1  # a failed timer is not "all healthy"
+    assert not os.path.exists(os.environ["TICK_EXPORTER_AGENT_STATE_PATH"])
