@@ -75,7 +75,8 @@ def test_compose_file_is_valid_and_as_documented():
     assert agent["cap_drop"] == ["ALL"] and sorted(agent["cap_add"]) == ["SYS_ADMIN", "SYS_PTRACE"]
     assert agent["pid"] == "host" and agent["read_only"] is True
     mounts = [str(v) for v in agent["volumes"]]
-    for host_path in ("/run/dbus", "/sys/fs/cgroup", "/etc/resolv.conf"):
+    for host_path in ("/run/dbus", "/sys/fs/cgroup", "/etc/resolv.conf", "/var/log/journal",
+                      "/run/log/journal"):
         (mount,) = [m for m in mounts if m.split(":")[0] == host_path]
         assert "read_only" in mount or mount.endswith(":ro") or "'ro'" in mount, mount
     assert agent["environment"]["TICK_EXPORTER_AGENT_HOSTNAME"] == "pi-test"
