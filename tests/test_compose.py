@@ -110,7 +110,8 @@ def test_smoke_override_changes_only_what_the_machine_lacks():
                 "image", "build"):
         assert agent[key] == real_agent[key] or (key == "networks" and set(agent[key]) == set(real_agent[key])), key
     changed = {"TICK_EXPORTER_AGENT_INTERVAL", "TICK_EXPORTER_DNS_QUERIES",
-               "TICK_EXPORTER_DNS_SKIP_SERVERS", "TICK_EXPORTER_TIMERS_BUS"}
+               "TICK_EXPORTER_DNS_SKIP_SERVERS", "TICK_EXPORTER_TIMERS_BUS",
+               "TICK_EXPORTER_TIMERS_JOURNAL"}
     assert set(agent["environment"]) == set(real_agent["environment"]) | changed
     for key, value in real_agent["environment"].items():
         if key not in changed:
