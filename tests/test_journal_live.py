@@ -226,3 +226,23 @@ def test_status_why_shows_the_failed_runs_lines(manager, tmp_path):
     assert lines == [f"  run {number}: starting", f"  run {number}: disk full"], done.stderr
     assert done.returncode == 1  # a failed timer is not "all healthy"
     assert not os.path.exists(os.environ["TICK_EXPORTER_AGENT_STATE_PATH"])
+
+
+def test_a_signalled_run_carries_its_invocation_id_and_main_pid(manager):
+    """What the journal is matched by, as systemd announced it for the run (signals), and
+    the same as `systemctl show` says after it."""
+    loop = asyncio.new_event_loop()
+    source = SystemdBus(manager.bus_address)
+    try:
+        loop.run_until_complete(source.read_timers(600))  # subscribed, records kept
+        run_service(manager, "jl-silent", "exit-code")
+        shown = manager.show("jl-silent.service", ["InvocationID", "ExecMainPID"])
+        runs = []
+        wait_until(lambda: runs.extend(loop.run_until_complete(source.read_timers(600))
+                                       .runs.get("jl-silent.service", [])) or runs,
+                   timeout=30, message="the run's signal")
+        assert runs[-1].invocation_id == shown["InvocationID"] and len(shown["InvocationID"]) == 32
+        assert runs[-1].main_pid == int(shown["ExecMainPID"]) > 0
+    finally:
+        loop.run_until_complete(source.close())
+        loop.close()
