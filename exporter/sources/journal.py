@@ -1,8 +1,9 @@
 """Thin adapter over `journalctl --output=json`: the last lines one service run wrote.
 
 Why journalctl and not a library: the Pi image is 32-bit ARM with nothing compiled
-(python-systemd needs libsystemd headers and a compiler; the pure-Python readers are
-unmaintained or do not read compressed/compact journal files). journalctl reads the
+(systemd-python and cysystemd need libsystemd headers and a compiler; the pure-Python
+packages on PyPI parse the *export* format or wrap journalctl, none reads journal files
+as systemd 252 writes them: compact, zstd-compressed). journalctl reads the
 journal files themselves (`--file`, never journald's socket), so it works in the
 agent's own mount namespace and in a container that mounts the host's journal
 directories read-only. It runs only when a finished run is to be looked up (a failed
