@@ -124,3 +124,29 @@ def test_render_why():
     assert render_why(points, "quiet.timer").endswith("(no journal lines: the last run did not fail, or wrote nothing)")
     assert render_why(points, "off.timer").endswith("(the journal is not read for this timer: [timers] journal)")
     assert render_why(points, "nope") == "nope: no such timer (`tick-exporter status` lists them)"
+
+
+def test_collector_puts_the_lines_on_the_run_and_the_timer_until_a_success():
+    from exporter.clock import Now
+    from exporter.collectors.timers import TimersCollector
+    from exporter.sources.journal import JournalReader
+    from exporter.sources.systemd_dbus import TimerRecord, TimersSnapshot, UnitRecord
+
+    def snapshot(exit_us, result):
+        timer = UnitRecord("x.timer", "loaded", "active", "waiting", {"Unit": "x.service"})
+        service = UnitRecord("x.service", "loaded", "inactive", "dead", {
+            "ExecMainStartTimestamp": exit_us - 500_000, "ExecMainExitTimestamp": exit_us,
+            "ExecMainCode": 1, "ExecMainStatus": 0 if result == "success" else 3,
+            "Result": result, "ExecMainPID": 77, "InvocationID": "ab" * 16})
+        return TimersSnapshot("system", [TimerRecord(timer, service)])
+
+    collector = TimersCollector(None, load_config(None, {}).timers, "h", journal=JournalReader([]))
+    now = Now(10_000_000, 1)
+    failed = snapshot(2_000_000, "exit-code")
+    (pending,) = collector.unwritten_runs(failed)
+    assert pending[:2] == ("x.timer", "x.service") and pending[2].main_pid == 77
+    timer, run = collector.points(failed, now, {("x.service", 2_000_000): "boom"})
+    assert run.fields["log"] == "boom" and timer.fields["last_failure_log"] == "boom"
+    assert list(collector.unwritten_runs(failed)) == []  # written once
+    timer, run = collector.points(snapshot(3_000_000, "success"), now, {})
+    assert "log" not in run.fields and timer.fields["last_failure_log"] == ""
