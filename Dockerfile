@@ -29,6 +29,18 @@ RUN python3 -m venv /opt/tick-exporter \
  && /opt/tick-exporter/bin/python -m compileall -q /opt/tick-exporter/lib
 
 FROM ${BASE_IMAGE}
+# journalctl, to read a failed run's lines from the host's journal files (mounted
+# read-only, docs/deploy.md). Debian ships it only in `systemd` (bookworm has no
+# smaller package with it): --no-install-recommends adds 11 packages, 17 MB installed
+# (5.4 MB download) on amd64. Nothing of it runs but journalctl, and only when a run
+# failed. JOURNALCTL_PACKAGE= (empty) leaves it out: the runs' `log` is then empty and
+# the agent reports "cannot run journalctl" (component=journal).
+ARG JOURNALCTL_PACKAGE=systemd
+RUN if [ -n "$JOURNALCTL_PACKAGE" ] && ! command -v journalctl >/dev/null; then \
+        apt-get update \
+     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$JOURNALCTL_PACKAGE" \
+     && rm -rf /var/lib/apt/lists/*; \
+    fi
 COPY --from=build /opt/tick-exporter /opt/tick-exporter
 # Configuration by environment (TICK_EXPORTER_<SECTION>_<KEY>) or a file named by
 # TICK_EXPORTER_CONFIG. The defaults fit a container: the system bus at

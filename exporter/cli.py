@@ -33,11 +33,15 @@ def build_collectors(config: Config, state) -> list:
     host, collectors = config.agent.hostname, []
     if config.timers.enabled:
         from .collectors.timers import TimersCollector
+        from .sources.journal import JournalReader
         from .sources.systemd_dbus import SystemdBus
+        from .sources.journal import JournalReader
         from .sources.zones import ZoneSources
         bus = SystemdBus(config.timers.bus, include=config.timers.include, wants=config.timers.wants)
+        journal = JournalReader(config.timers.journal_directories, config.timers.journal_lines,
+                                config.timers.journal_max_bytes, config.timers.journal_wait)
         collectors.append(TimersCollector(bus, config.timers, host, state,
-                                          ZoneSources(bus, config.timers.timezone)))
+                                          ZoneSources(bus, config.timers.timezone), journal=journal))
     docker = None
     if config.containers.enabled or config.dns.enabled:
         from .sources.docker_api import DockerSource
@@ -109,7 +113,7 @@ async def _once(config: Config) -> int:
     return 0
 
 
-async def _status(config: Config, as_json: bool) -> int:
+async def _status(config: Config, as_json: bool, why: str | None = None) -> int:
     """One sample of the timers, shown like `systemctl list-timers` plus health.
     Exit 0 when every timer is healthy, 1 otherwise, so it can gate a script."""
     from . import status
@@ -125,7 +129,11 @@ async def _status(config: Config, as_json: bool) -> int:
     finally:
         await agent.close()
     read_s = status.read_time_s(points, now.realtime_us / 1e6)
-    if as_json:
+    if why is not None:
+        print(redact("\n\n".join(section for section in (
+            status.render_why(points, why, local_zone(config.timers.timezone)),
+            "\n".join(f"problem: {line}" for line in status.problems(points))) if section)))
+    elif as_json:
         print(redact(status.render_json(points, read_s)))
     else:
         sections = [status.render_table(points, read_s, status.should_color(sys.stdout),
@@ -282,6 +290,8 @@ def parser() -> argparse.ArgumentParser:
                           '(Telegraf inputs.execd with signal = "STDIN")')
     status = command("status")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--why", metavar="TIMER",
+                        help="one timer: its state and the journal lines of its newest failed run")
     doctor = command("doctor")
     doctor.add_argument("topic", nargs="?", choices=("dns",),
                         help="dns: only Docker DNS (resolvers, probes, the fix); default: every check")
@@ -321,7 +331,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"{config.source}: configuration is valid")
         return 0
     if args.command == "status":
-        return asyncio.run(_status(config, args.json))
+        return asyncio.run(_status(config, args.json, args.why))
     if args.command == "health":
         return _health(config)
     if args.command == "doctor":

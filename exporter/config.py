@@ -125,11 +125,12 @@ def _zone(value: Any) -> str:
     return value
 
 
-OVERRIDE_KEYS = {"grace": None, "max_runtime": None}
+# [timers.overrides."x.timer"] key -> its parser.
+OVERRIDE_KEYS = {"grace": _duration, "max_runtime": _duration, "journal": _bool}
 
 
-def _overrides(value: Any) -> dict[str, dict[str, float]]:
-    """[timers.overrides."backup.timer"] grace = "1h", max_runtime = "2h"."""
+def _overrides(value: Any) -> dict[str, dict[str, Any]]:
+    """[timers.overrides."backup.timer"] grace = "1h", max_runtime = "2h", journal = false."""
     if isinstance(value, str):  # from the environment: a TOML inline table
         try:
             value = tomllib.loads(f"v = {value}")["v"]
@@ -140,7 +141,7 @@ def _overrides(value: Any) -> dict[str, dict[str, float]]:
     parsed, problems = {}, []
     for timer, settings in value.items():
         if not isinstance(settings, dict):
-            problems.append(f"{_show(timer)}: must be a table (grace, max_runtime)")
+            problems.append(f"{_show(timer)}: must be a table ({', '.join(OVERRIDE_KEYS)})")
             continue
         parsed[timer] = {}
         for key, setting in settings.items():
@@ -148,7 +149,7 @@ def _overrides(value: Any) -> dict[str, dict[str, float]]:
                 problems.append(f"{_show(timer)}.{key}: unknown key")
                 continue
             try:
-                parsed[timer][key] = _duration(setting)
+                parsed[timer][key] = OVERRIDE_KEYS[key](setting)
             except ValueError as err:
                 problems.append(f"{_show(timer)}.{key}: {err}")
     if problems:
@@ -200,6 +201,15 @@ SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         # resync_interval all of them are read again (heals what no signal announces,
         # e.g. a unit file written without a daemon-reload). "0s": a full read each sample.
         "resync_interval": (_duration, "10m"),
+        # The last lines a run wrote to the systemd journal, on its systemd_timer_run
+        # point (issue 21): "failed" runs only, "all" runs, or "off".
+        "journal": (_choice("failed", "all", "off"), "failed"),
+        "journal_lines": (_positive_int, 10),
+        "journal_max_bytes": (_size, "2KiB"),
+        # journald reads a service's output asynchronously: a run is read this long
+        # after its exit, so its last lines are in.
+        "journal_wait": (_duration, "2s"),
+        "journal_directories": (_strings, ["/var/log/journal", "/run/log/journal"]),
     },
     "containers": {
         "enabled": (_bool, False),
@@ -273,14 +283,26 @@ class TimersConfig:
     grace: float
     max_runtime: float
     timezone: str
-    overrides: dict[str, dict[str, float]]
+    overrides: dict[str, dict[str, Any]]
     resync_interval: float
+    journal: str = "failed"
+    journal_lines: int = 10
+    journal_max_bytes: int = 2048
+    journal_wait: float = 2.0
+    journal_directories: list[str] = field(
+        default_factory=lambda: ["/var/log/journal", "/run/log/journal"])
 
     def grace_for(self, timer: str) -> float:
         return self.overrides.get(timer, {}).get("grace", self.grace)
 
     def max_runtime_for(self, timer: str) -> float:
         return self.overrides.get(timer, {}).get("max_runtime", self.max_runtime)
+
+    def journal_for(self, timer: str) -> str:
+        """"failed", "all" or "off" for this timer's runs (an override can opt out)."""
+        if not self.overrides.get(timer, {}).get("journal", True):
+            return "off"
+        return self.journal
 
     def wants(self, timer: str) -> bool:
         """True when the timer unit name passes include and exclude (shell globs)."""

@@ -1,6 +1,6 @@
 """The agent's small memory between samples and across restarts: per timer, the last run
 it saw, the last one it recorded as a `systemd_timer_run` point, the last success, the
-failure streak, and the last deadline systemd announced.
+failure streak, the last deadline systemd announced and the newest failed run's lines.
 
 systemd forgets most of this: a stopped timer is garbage-collected with its
 LastTriggerUSec, a service's ExecMain* timestamps vanish with the unit, and nothing
@@ -33,6 +33,7 @@ class TimerMemory:
     watched: int = 0                # 1 once seen as the user's (timer_health.expects_armed)
     service: str = ""               # the unit it activates, for its `removed` points
     removed_since_us: int = 0       # a watched timer's unit gone since (0: it is there)
+    last_failure_log: str = ""      # the newest failed run's journal lines (issue 21)
 
 
 class StateFile:

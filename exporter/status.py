@@ -198,6 +198,30 @@ def render_table(points: list[Point], now_s: float, color: bool, zone=None) -> s
     return "\n".join(lines + ["", _footer(timers)])
 
 
+def render_why(points: list[Point], timer: str, zone=None) -> str:
+    """`status --why TIMER`: the timer's state, its last run's result and the lines the
+    newest failed run wrote to the journal (`last_failure_log`, docs/metrics.md). TIMER
+    may omit ".timer". No trailing newline."""
+    names = {timer, timer if timer.endswith(".timer") else timer + ".timer"}
+    found = [p for p in _timers(points) if p.tags.get("timer") in names]
+    if not found:
+        return f"{_clean(timer)}: no such timer (`tick-exporter status` lists them)"
+    lines = []
+    for point in found:
+        f = point.fields
+        lines.append(f"{_clean(point.tags.get('timer', ''))} -> {_clean(point.tags.get('service', ''))}: "
+                     f"{_clean(str(f.get('state', '-')))}, last run {_clean(format_result(f))}, "
+                     f"ended {format_time(int(f.get('last_run_end', 0)), zone)}")
+        log = f.get("last_failure_log")
+        if log is None:
+            lines.append("  (the journal is not read for this timer: [timers] journal)")
+        elif not log:
+            lines.append("  (no journal lines: the last run did not fail, or wrote nothing)")
+        else:
+            lines += [f"  {_clean(line)}" for line in str(log).splitlines()]
+    return "\n".join(lines)
+
+
 def _json_value(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN or infinity

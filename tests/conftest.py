@@ -12,6 +12,13 @@ def user_manager():
 
 
 @pytest.fixture(scope="session")
+def journaled_user_manager():
+    """A user manager whose services write to a real journald (UserManager(journal=True))."""
+    with UserManager(journal=True) as manager:
+        yield manager
+
+
+@pytest.fixture(scope="session")
 def influxdb():
     with InfluxDB1() as server:
         yield server
@@ -64,12 +71,13 @@ def dnsmasq(docker_engine):
 # machine has (systemd, dockerd, influxd, dnsmasq, systemd-analyze). The rest are unit
 # tests that run anywhere the package is installed: tests/test_armhf.py runs them
 # (`-m "not live"`) inside the arm/v7 image under QEMU.
-LIVE_FIXTURES = {"user_manager", "influxdb", "victoria", "docker_engine", "dnsmasq"}
+LIVE_FIXTURES = {"user_manager", "journaled_user_manager", "influxdb", "victoria", "docker_engine", "dnsmasq"}
 # Modules that start their own services or call systemd's tools without those fixtures.
 LIVE_MODULES = {"test_delivery_influxdb", "test_docker_engine", "test_services",
                 "test_schedule_systemd", "test_cron2timer", "test_armhf", "test_compose",
                 "test_doctor_live", "test_timers_cache_live", "test_influxdb_create_database",
-                "test_host_firewall", "test_native_service", "test_unprivileged"}
+                "test_host_firewall", "test_native_service", "test_unprivileged",
+                "test_journal_remote"}
 
 
 def pytest_configure(config):

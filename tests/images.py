@@ -65,6 +65,9 @@ def exporter_image(engine, tag: str, base: str, wheel_dir: Path | None = None,
         # docker-compose 1.x uses on HypriotOS.
         engine.docker("build", "-q", "-t", tag, "--build-arg", f"BASE_IMAGE={base}",
                       "--build-arg", "PIP_NO_INDEX=1", "--build-arg", "PIP_FIND_LINKS=/src/wheels",
+                      # No apt repository is reachable from the build: no journalctl in
+                      # the test images (the Dockerfile's JOURNALCTL_PACKAGE).
+                      "--build-arg", "JOURNALCTL_PACKAGE=",
                       *build_args, str(context), timeout=1800)
         return time.monotonic() - started
 

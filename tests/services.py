@@ -725,6 +725,8 @@ def _reap_stale() -> None:
 # hierarchy afresh over its own mount point fails with EBUSY.)
 _INNER_SH = r"""
 set -eu
+journal_dir=$1
+shift
 mount -t tmpfs tick-tests-run-systemd /run/systemd
 mkdir /run/systemd/system
 # What PID 1 systemd makes at boot (mount-setup.c, make_inaccessible_nodes): the nodes
@@ -738,6 +740,20 @@ while [ "$#" -ge 2 ]; do
     mount --bind "$1" "$2"
     shift 2
 done
+if [ "$journal_dir" != - ]; then
+    # A real journald for the services' stdout/stderr (real-services.md, "journald"):
+    # its sockets in the private /run/systemd, its files in our temp dir, and the
+    # machine's persistent journal hidden so nothing is written there.
+    mkdir -p /run/systemd/journal /run/log/journal
+    mount --bind "$journal_dir" /run/log/journal
+    if [ -d /var/log/journal ]; then mount -t tmpfs tick-tests-var-log-journal /var/log/journal; fi
+    /lib/systemd/systemd-journald &
+    tries=0
+    until [ -S /run/systemd/journal/stdout ]; do
+        tries=$((tries + 1)); [ "$tries" -lt 200 ] || { echo "journald did not start" >&2; exit 1; }
+        sleep 0.05
+    done
+fi
 exec /lib/systemd/systemd --user --log-target=console
 """
 
@@ -769,16 +785,24 @@ class UserManager(_Service):
 
     Clients use ``env`` (``os.environ`` + XDG_* + DBUS_SESSION_BUS_ADDRESS) or
     just ``bus_address``.
+
+    ``journal=True``: a real systemd-journald runs in the same namespace first, so the
+    services' stdout and stderr reach a journal; its files are in ``journal_dir``
+    (read them with ``journalctl --directory``). It cannot attribute entries to units
+    here (no systemd PID 1 cgroup tree): ``_PID`` and the time are what identify a run.
     """
 
     name = "systemd-user"
 
     def __init__(self, *, start_timeout: float = START_TIMEOUT,
-                 environment: Mapping[str, str] | None = None):
+                 environment: Mapping[str, str] | None = None, journal: bool = False):
         """``environment``: added to the manager's own (e.g. TZ: the zone systemd
         evaluates OnCalendar in; ``systemctl --user set-environment`` does not change it)."""
         super().__init__(start_timeout)
         r = self.root
+        self.journal_dir = r / "journal" if journal else None
+        if self.journal_dir:
+            self.journal_dir.mkdir()
         self.runtime_dir = r / "run"
         self.config_dir = r / "config"
         self.data_dir = r / "data"
@@ -851,7 +875,8 @@ class UserManager(_Service):
         started = time.monotonic()
         procs_files, mount_args = self._make_cgroups()
         self.proc = _spawn(
-            ["sh", "-c", _OUTER_SH, "outer", " ".join(procs_files), _INNER_SH, "inner", *mount_args],
+            ["sh", "-c", _OUTER_SH, "outer", " ".join(procs_files), _INNER_SH, "inner",
+             str(self.journal_dir or "-"), *mount_args],
             self.log_path,
             self._manager_env,
         )

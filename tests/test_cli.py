@@ -22,8 +22,11 @@ def test_once_prints_a_point_per_timer(user_manager):
     user_manager.daemon_reload()
     user_manager.systemctl("start", "cli-once.timer")
     listed = user_manager.systemctl("list-timers", "--all", "--no-legend", "--plain").stdout
+    # This machine has no host journal: the failed runs of other tests' timers would be
+    # looked up in vain (one "no journal files" line); the journal has its own tests.
     result = cli("once", env={"TICK_EXPORTER_TIMERS_BUS": user_manager.bus_address,
-                              "TICK_EXPORTER_AGENT_HOSTNAME": "h1"})
+                              "TICK_EXPORTER_AGENT_HOSTNAME": "h1",
+                              "TICK_EXPORTER_TIMERS_JOURNAL": "off"})
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     points = parse(result.stdout)

@@ -77,7 +77,8 @@ def test_compose_file_is_valid_and_as_documented():
     assert agent["cap_drop"] == ["ALL"] and sorted(agent["cap_add"]) == ["SYS_ADMIN", "SYS_PTRACE"]
     assert agent["pid"] == "host" and agent["read_only"] is True
     mounts = [str(v) for v in agent["volumes"]]
-    for host_path in ("/run/dbus", "/sys/fs/cgroup", "/etc/resolv.conf", "/etc/localtime"):
+    for host_path in ("/run/dbus", "/sys/fs/cgroup", "/etc/resolv.conf", "/etc/localtime",
+                      "/var/log/journal", "/run/log/journal"):
         (mount,) = [m for m in mounts if m.split(":")[0] == host_path]
         assert "read_only" in mount or mount.endswith(":ro") or "'ro'" in mount, mount
     # The host's zone file at the agent's own /etc/localtime; never /etc/timezone (a
@@ -167,7 +168,8 @@ def test_smoke_override_changes_only_what_the_machine_lacks():
                 "image", "build"):
         assert agent[key] == real_agent[key] or (key == "networks" and set(agent[key]) == set(real_agent[key])), key
     changed = {"TICK_EXPORTER_AGENT_INTERVAL", "TICK_EXPORTER_DNS_QUERIES",
-               "TICK_EXPORTER_DNS_SKIP_SERVERS", "TICK_EXPORTER_TIMERS_BUS"}
+               "TICK_EXPORTER_DNS_SKIP_SERVERS", "TICK_EXPORTER_TIMERS_BUS",
+               "TICK_EXPORTER_TIMERS_JOURNAL"}
     assert set(agent["environment"]) == set(real_agent["environment"]) | changed
     for key, value in real_agent["environment"].items():
         if key not in changed:

@@ -215,7 +215,7 @@ retries = 3
     assert problems(path) == [
         'timers.timezone: "Mars/Olympus" is not a time zone (e.g. Europe/Berlin)',
         'timers.overrides: "backup.timer".grace: "soon" is not a duration; '
-        '"backup.timer".retries: unknown key; "x.timer": must be a table (grace, max_runtime)',
+        '"backup.timer".retries: unknown key; "x.timer": must be a table (grace, max_runtime, journal)',
     ]
 
 

@@ -26,6 +26,7 @@ hostname = "e2e-{name}"
 [timers]
 bus = "{bus}"
 include = ["e2e-*"]
+journal = "off"  # no host journal on this machine; tests/test_journal_live.py has one
 [output.stdout]
 enabled = true
 {output_toml}

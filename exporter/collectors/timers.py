@@ -19,6 +19,7 @@ from ..sources.systemd_dbus import RUNNING_STATES, RunRecord, is_running, run_fr
 from ..sources.zones import own_candidates
 from ..state import StateFile, TimerMemory
 from ..timer_health import HEALTHY, TimerFacts, evaluate, expects_armed
+from . import run_logs
 
 # systemd's "no timestamp" values: 0 = never happened, 2^64-1 (USEC_INFINITY) = never will.
 USEC_INFINITY = 2**64 - 1
@@ -103,12 +104,17 @@ def timer_fields(record, next_us: int, now: Now) -> dict:
     return fields
 
 
+def new_runs(memory: TimerMemory, runs: list[RunRecord]) -> list[RunRecord]:
+    """The runs not written before, oldest first. Runs are keyed by exit time, so a run
+    seen twice (in a signal and in the properties, or again after a restart) is one; the
+    later in `runs` wins."""
+    return sorted({r.exit_us: r for r in runs if r.exit_us > memory.recorded_exit_us}.values(),
+                  key=lambda r: r.exit_us)
+
+
 def record_runs(memory: TimerMemory, runs: list[RunRecord]) -> list[RunRecord]:
-    """The runs not written before, oldest first; updates the memory's success and
-    failure streak. Runs are keyed by exit time, so a run seen twice (in a signal and
-    in the properties, or again after a restart) is recorded once."""
-    new = sorted({r.exit_us: r for r in runs if r.exit_us > memory.recorded_exit_us}.values(),
-                 key=lambda r: r.exit_us)
+    """new_runs(), and updates the memory's success and failure streak."""
+    new = new_runs(memory, runs)
     for run in new:
         memory.recorded_exit_us = run.exit_us
         if run.result == "success":
@@ -119,11 +125,13 @@ def record_runs(memory: TimerMemory, runs: list[RunRecord]) -> list[RunRecord]:
     return new
 
 
-def run_point(run: RunRecord, tags: dict) -> Point:
+def run_point(run: RunRecord, tags: dict, log: str | None = None) -> Point:
     fields = {"exit_code": int(run.status), "success": run.result == "success",
               "started": to_unix_s(run.start_us)}
     if is_set(run.start_us) and run.exit_us >= run.start_us:
         fields["duration_s"] = (run.exit_us - run.start_us) / 1e6
+    if log is not None:  # the journal was asked (exporter.collectors.run_logs)
+        fields["log"] = log
     # Stamped with the exit time: re-reading the same run writes the identical point.
     return Point("systemd_timer_run", {**tags, "result": run.result}, fields, run.exit_us * 1000)
 
@@ -152,13 +160,21 @@ def service_fields(service) -> dict:
     return fields
 
 
+def runs_seen(service, snapshot) -> list[RunRecord]:
+    """The finished runs of a service in a snapshot: its properties' run, then the ones
+    its signals announced (those win a tie: their InvocationID was caught during the run,
+    see SystemdBus._invocations)."""
+    current = run_from(service.properties)
+    return ([current] if current else []) + snapshot.runs.get(service.name, [])
+
+
 class TimersCollector:
     """Reads every timer from a systemd manager (source: a SystemdBus)."""
 
     name = "timers"
 
     def __init__(self, source, config: TimersConfig, host: str, state: StateFile | None = None,
-                 zone_sources=None, clock=Now.read):
+                 zone_sources=None, clock=Now.read, journal=None):
         """`zone_sources`: an exporter.sources.zones.ZoneSources; without one, only the
         configured zone and the agent's own are candidates (still checked). `clock`: read
         after the timers are read, for the reference time (see collect)."""
@@ -168,17 +184,21 @@ class TimersCollector:
         self.zones = ZoneFinder(own_candidates(config.timezone))
         self._zone_sources_read = False
         self._unexplained_seen: frozenset = frozenset()
+        # A JournalReader (exporter.sources.journal), or None: no run lines at all.
+        self.journal = journal if config.journal != "off" else None
 
     async def collect(self, now: Now) -> list[Point]:
         # Records kept between samples, updated from systemd's signals; a full read every
         # resync_interval (exporter.sources.systemd_dbus).
         snapshot = await self.source.read_timers(self.config.resync_interval)
         await self.find_zone(snapshot, now)
+        # Only when a finished run is to be looked up does the journal get read.
+        logs, journal_points = await run_logs.read(self, snapshot, now)
         # The reference time is read only now, after every property (cached ones too:
-        # read_timers brought them up to date): a busy systemd may take seconds to answer,
-        # and a trigger or a run end read during that time must not lie in the future of
-        # the time the ages and the state are computed against (issue 16).
-        return self.points(snapshot, read_after(now, self.clock))
+        # read_timers brought them up to date) and the journal: a busy systemd may take
+        # seconds to answer, and a trigger or a run end read during that time must not lie
+        # in the future of the time the ages and the state are computed against (issue 16).
+        return self.points(snapshot, read_after(now, self.clock), logs) + journal_points
 
     async def find_zone(self, snapshot, now: Now) -> None:
         """Read the zone candidates at the first sample, and again when systemd's next
@@ -201,8 +221,9 @@ class TimersCollector:
                 record.timer.name: calendar_checks(record, now) for record in snapshot.timers}
         return self._checks
 
-    def points(self, snapshot, now: Now) -> list[Point]:
-        """`now`: the reference time, read after `snapshot` was (see collect)."""
+    def points(self, snapshot, now: Now, logs: dict | None = None) -> list[Point]:
+        """`now`: the reference time, read after `snapshot` was (see collect); logs:
+        {(service, exit_us): lines} of the new runs the journal was asked about."""
         checks = self._calendar_checks(snapshot, now)
         # Every armed timer of the manager is evidence for its zone, watched or not.
         self.zones.manager = snapshot.manager
@@ -211,7 +232,7 @@ class TimersCollector:
         for record in snapshot.timers:
             if self._settings(record.timer.name)[0]:
                 verdict = self.zones.verdict(record.timer.name, checks[record.timer.name])
-                points += self.timer_points(record, snapshot, now, verdict)
+                points += self.timer_points(record, snapshot, now, verdict, logs or {})
         return points + self.removed_points(snapshot, now)
 
     def removed_points(self, snapshot, now: Now) -> list[Point]:
@@ -238,6 +259,24 @@ class TimersCollector:
             points.append(Point("systemd_timer", tags, fields, now.time_ns))
         return points
 
+    def unwritten_runs(self, snapshot):
+        """(timer, service, run, later run's start or 0) of every run the next points()
+        writes, without recording them."""
+        for record in snapshot.timers:
+            if record.service is None or not self._settings(record.timer.name)[0]:
+                continue
+            memory = self.state.timer(snapshot.manager, record.timer.name)
+            runs = runs_seen(record.service, snapshot)
+            starts = sorted({r.start_us for r in runs} | {usec_or_zero(
+                record.service.properties.get("ExecMainStartTimestamp", 0))})
+            for run in new_runs(memory, runs):
+                later = [s for s in starts if s > run.exit_us]
+                yield record.timer.name, record.service.name, run, later[0] if later else 0
+
+    def journal_mode(self, timer: str) -> str:
+        """"failed", "all" or "off" for this timer's runs."""
+        return self.config.journal_for(timer) if self.journal is not None else "off"
+
     def _settings(self, name: str) -> tuple[bool, int, int]:
         """(wanted, grace_us, max_runtime_us) of a timer from the configuration,
         worked out once per timer (the globs and overrides are looked up every sample)."""
@@ -250,7 +289,7 @@ class TimersCollector:
                 int(self.config.max_runtime_for(name) * 1e6))
         return found
 
-    def timer_points(self, record, snapshot, now: Now, verdict: Verdict) -> list[Point]:
+    def timer_points(self, record, snapshot, now: Now, verdict: Verdict, logs: dict) -> list[Point]:
         timer, name = record.timer.properties, record.timer.name
         memory = self.state.timer(snapshot.manager, name)
         tags = {"host": self.host, "manager": snapshot.manager, "timer": name,
@@ -268,12 +307,12 @@ class TimersCollector:
         if armed and record.armed_since_us:
             memory.armed_since_us = record.armed_since_us
         fields = timer_fields(record, next_us, now)
-        running, run_started, new_runs = False, 0, []
+        running, run_started, runs = False, 0, []
         service = record.service
         if service is not None:
             fields.update(service_fields(service))
             running = is_running(service.active_state, service.sub_state)
-            run_started, new_runs = self._follow_runs(service, snapshot, memory, running)
+            run_started, runs = self._follow_runs(service, snapshot, memory, running)
         if record.service_error:
             # The activated unit could not be read (missing, not a service, vanished):
             # reported as data, the rest of the point still holds.
@@ -313,8 +352,17 @@ class TimersCollector:
             missed_runs=health.missed_runs, last_success=to_unix_s(memory.last_success_us),
             consecutive_failures=memory.consecutive_failures, watched=watched,
             unit_file_state=timer.get("UnitFileState", ""))
-        return [Point("systemd_timer", tags, fields, now.time_ns)] + [
-            run_point(run, tags) for run in new_runs]
+        run_points = []
+        for run in runs:
+            log = logs.get((service.name, run.exit_us))
+            if log is not None and run.result != "success":
+                memory.last_failure_log = log
+            run_points.append(run_point(run, tags, log))
+        if self.journal_mode(name) != "off":
+            # For the missed_backup alert, which streams systemd_timer: the newest
+            # failed run's lines while the timer's last run failed.
+            fields["last_failure_log"] = memory.last_failure_log if memory.consecutive_failures else ""
+        return [Point("systemd_timer", tags, fields, now.time_ns)] + run_points
 
     @staticmethod
     def _watched(record, memory: TimerMemory) -> bool:
@@ -335,9 +383,7 @@ class TimersCollector:
         props = service.properties
         start = usec_or_zero(props.get("ExecMainStartTimestamp", 0))
         memory.last_run_start_us = max(memory.last_run_start_us, start)
-        current = run_from(props)
-        runs = snapshot.runs.get(service.name, []) + ([current] if current else [])
-        return (start if running else 0), record_runs(memory, runs)
+        return (start if running else 0), record_runs(memory, runs_seen(service, snapshot))
 
     @staticmethod
     def _last_failed(service, memory: TimerMemory, running: bool) -> bool:

@@ -53,8 +53,11 @@ TIMER_UNIT_PROPERTIES = ("UnitFileState", "FragmentPath", "ConditionResult", "Co
 # cgroup ones read cgroupfs), twice the cost of these few Gets for systemd and for us.
 SERVICE_PROPERTIES = (
     "Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp",
-    "ExecMainExitTimestamp", "MemoryPeak",
+    "ExecMainExitTimestamp", "ExecMainPID", "MemoryPeak",
 )
+# Which journal entries are a run's (exporter.sources.journal): the Unit's InvocationID,
+# EMITS_CHANGE like ExecMainPID, so each run's arrives in the signals too.
+INVOCATION_ID = "InvocationID"
 # Service properties systemd never announces in PropertiesChanged (no EMITS_CHANGE flag
 # in its dbus-cgroup.c vtable): read again on every sample while the service runs.
 # MemoryCurrent only matters then, so it is only read then (in a full read too).
@@ -113,6 +116,8 @@ class RunRecord:
     code: int       # ExecMainCode
     status: int     # ExecMainStatus
     result: str     # Service Result
+    main_pid: int = 0        # ExecMainPID (kept by systemd after the exit)
+    invocation_id: str = ""  # the Unit's InvocationID during the run, hex; "" unknown
 
 
 @dataclass
@@ -168,14 +173,21 @@ def unit_name(path: str) -> str:
     return out.decode(errors="replace")
 
 
-def run_from(properties: dict[str, Any]) -> RunRecord | None:
+def run_from(properties: dict[str, Any], invocation_id: str = "") -> RunRecord | None:
     """The finished run in a Service's properties; None while running or never run."""
     exit_us = properties.get("ExecMainExitTimestamp", 0)
     if not exit_us or exit_us == 2**64 - 1 or "Result" not in properties:
         return None
     return RunRecord(properties.get("ExecMainStartTimestamp", 0), exit_us,
                      properties.get("ExecMainCode", 0), properties.get("ExecMainStatus", 0),
-                     properties["Result"])
+                     properties["Result"], properties.get("ExecMainPID", 0),
+                     invocation_id or properties.get(INVOCATION_ID, ""))
+
+
+def invocation_hex(value: Any) -> str:
+    """InvocationID ("ay", 16 bytes; empty when the unit never started) as journald
+    writes _SYSTEMD_INVOCATION_ID: 32 lowercase hex digits."""
+    return bytes(value).hex() if value else ""
 
 
 # What a socket write fails with once the daemon is gone or dbus-fast has closed the
@@ -314,6 +326,10 @@ class SystemdBus:
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self.kind = bus if bus in ("system", "user") else ""
         self._runs: dict[str, dict[int, RunRecord]] = {}
+        # A service's InvocationID as last signalled: systemd sends the Service's
+        # PropertiesChanged before the Unit's (bus_unit_send_change_signal), so when a
+        # run's exit arrives this is still that run's ID; the next start replaces it.
+        self._invocations: dict[str, str] = {}
         self._watched: set[str] = set()  # services activated by timers
         # The cache (see the module docstring): the timers listed, the loaded ones with
         # their properties, and the services they start (or why one could not be read).
@@ -353,6 +369,7 @@ class SystemdBus:
                 self.kind = await self._manager_kind(self._bus)
             self._manager_root = None  # (the manager may have been restarted)
             self._synced_at = None  # signals may have been missed while disconnected
+            self._invocations = {}
             await self._subscribe(self._bus)
         return self._bus
 
@@ -380,9 +397,12 @@ class SystemdBus:
             name = unit_name(message.path)
             self._changed(name)
             if message.body[0] == SERVICE and name in self._watched:
-                run = run_from(_unwrap(message.body[1]))
+                run = run_from(_unwrap(message.body[1]), self._invocation_of(name))
                 if run:
                     self._runs.setdefault(name, {})[run.exit_us] = run
+            elif (message.body[0] == UNIT and name in self._watched
+                  and INVOCATION_ID in message.body[1]):
+                self._invocations[name] = invocation_hex(_unwrap(message.body[1][INVOCATION_ID]))
         elif message.interface != MANAGER:
             return None
         elif member in ("UnitNew", "UnitRemoved"):
@@ -394,6 +414,12 @@ class SystemdBus:
         elif member == "Reloading":  # daemon-reload: any property may have changed
             self._synced_at = None
         return None
+
+    def _invocation_of(self, name: str) -> str:
+        if name in self._invocations:
+            return self._invocations[name]
+        service = self._services.get(name)
+        return service.properties.get(INVOCATION_ID, "") if service else ""
 
     def _changed(self, name: str) -> None:
         self._settled.discard(name)
@@ -779,7 +805,9 @@ class SystemdBus:
                 return ""
         path = unit_path(unit.name)
         values = await asyncio.gather(*(self._get(path, SERVICE, p) for p in wanted),
+                                      self._get(path, UNIT, INVOCATION_ID),
                                       return_exceptions=True)
+        invocation = values.pop()
         properties, missing = {}, []
         for prop, value in zip(wanted, values):
             if isinstance(value, DBusCallError):
@@ -791,6 +819,8 @@ class SystemdBus:
                 raise value
             properties[prop] = value
         self._unsupported.update(missing)  # this systemd is older: never ask again
+        if not isinstance(invocation, BaseException):
+            properties[INVOCATION_ID] = invocation_hex(invocation)
         unit.properties = properties
         return ""
 
