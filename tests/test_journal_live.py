@@ -69,7 +69,7 @@ class Agentish:
         journal = JournalReader(directories, timers_config.journal_lines,
                                 timers_config.journal_max_bytes, timers_config.journal_wait)
         self.collector = TimersCollector(self.source, timers_config, "jhost",
-                                         state or StateFile(None), journal)
+                                         state or StateFile(None), journal=journal)
         self.agent = Agent([self.collector], [], "jhost")
 
     def sample(self):
