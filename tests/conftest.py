@@ -77,7 +77,9 @@ LIVE_MODULES = {"test_delivery_influxdb", "test_docker_engine", "test_services",
                 "test_schedule_systemd", "test_cron2timer", "test_armhf", "test_compose",
                 "test_doctor_live", "test_timers_cache_live", "test_influxdb_create_database",
                 "test_host_firewall", "test_native_service", "test_unprivileged",
-                "test_journal_remote"}
+                "test_journal_remote", "test_bus_restart", "test_compose_fleet",
+                "test_fleet_alerts", "test_grafana_schema", "test_influxdb_users",
+                "test_schedule_zone_live", "test_secrets", "test_tls_and_prefix"}
 
 
 def pytest_configure(config):
