@@ -49,7 +49,7 @@ def test_bus_daemon_killed_mid_sample_is_one_line_and_recovers(tmp_path):
                     kills += 1
                     # the bus comes back by socket activation at the next connect
                     wait_until(lambda: len(timers_outcomes(out_path.read_text())) > before + 1,
-                               timeout=30, message=lambda: f"samples after the kill; stderr: {err_path.read_text()[-3000:]}")
+                               timeout=60, message=lambda: f"samples after the kill; stderr: {err_path.read_text()[-3000:]}")
                 wait_until(lambda: timers_outcomes(out_path.read_text())[-1] is True, timeout=30,
                            message=lambda: f"recovery; stderr: {err_path.read_text()[-2000:]}")
             finally:

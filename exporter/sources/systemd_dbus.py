@@ -37,6 +37,8 @@ SERVICE = "org.freedesktop.systemd1.Service"
 UNIT = "org.freedesktop.systemd1.Unit"
 PROPERTIES = "org.freedesktop.DBus.Properties"
 MAX_IN_FLIGHT = 32
+# As sd-bus's default method call timeout (SD_BUS_DEFAULT_TIMEOUT, 25 s).
+CALL_TIMEOUT_S = 25.0
 
 # The properties the collector reads (org.freedesktop.systemd1(5)); the rest of a
 # Service's ~200 properties are dropped right after GetAll so records stay small.
@@ -352,7 +354,8 @@ class SystemdBus:
         if self._bus is None or not self._bus.connected:
             _quiet_orphaned_write_errors(asyncio.get_running_loop())
             try:
-                self._bus = await MessageBus(bus_address=self.address).connect()
+                self._bus = await asyncio.wait_for(
+                    MessageBus(bus_address=self.address).connect(), CALL_TIMEOUT_S)
             except (OSError, EOFError) as err:
                 self._bus = None
                 hint = ""
@@ -468,9 +471,16 @@ class SystemdBus:
 
     async def _send(self, bus, destination, path, interface, member, signature="", body=()):
         async with self._slots:
-            reply = await bus.call(Message(destination=destination, path=path,
-                                           interface=interface, member=member,
-                                           signature=signature, body=list(body)))
+            try:
+                reply = await asyncio.wait_for(bus.call(Message(
+                    destination=destination, path=path, interface=interface, member=member,
+                    signature=signature, body=list(body))), CALL_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                # A call whose reply never comes (a bus daemon restarted under it) must not
+                # hold the sample, nor SIGTERM, forever: the next sample connects again.
+                bus.disconnect()
+                raise ConnectionError(f"no answer from {destination} to {member} within "
+                                      f"{CALL_TIMEOUT_S:g} s") from None
         if reply is None or reply.message_type == MessageType.ERROR:
             name = reply.error_name if reply else "NoReply"
             raise DBusCallError(name, str(reply.body[0]) if reply and reply.body else "")
@@ -795,13 +805,15 @@ class SystemdBus:
         if is_running(unit.active_state, unit.sub_state):
             wanted.append("MemoryCurrent")
         if unloaded:
-            try:
-                found = await self.get_all(unit.name, SERVICE)
+            try:  # every interface's: the Unit's InvocationID comes with the Service's
+                found = await self.get_all(unit.name, "")
             except DBusCallError:
                 found = {}  # the Gets say why, in the words they always do
             if all(p in found or p in OPTIONAL_SERVICE_PROPERTIES for p in wanted):
                 self._unsupported.update(p for p in wanted if p not in found)
                 unit.properties = {p: found[p] for p in wanted if p in found}
+                if INVOCATION_ID in found:
+                    unit.properties[INVOCATION_ID] = invocation_hex(found[INVOCATION_ID])
                 return ""
         path = unit_path(unit.name)
         values = await asyncio.gather(*(self._get(path, SERVICE, p) for p in wanted),
