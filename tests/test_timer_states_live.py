@@ -314,9 +314,9 @@ enabled = true
 
 
 def test_status_shows_a_stopped_backup_as_missed_within_one_sample(user_manager, tmp_path):
-    install(user_manager, "nightly-backup", "ExecStart=/bin/true")
+    install(user_manager, "states-nightly-backup", "ExecStart=/bin/true")
     env = {**os.environ, "TICK_EXPORTER_TIMERS_BUS": user_manager.bus_address,
-           "TICK_EXPORTER_TIMERS_INCLUDE": "nightly-backup.timer",
+           "TICK_EXPORTER_TIMERS_INCLUDE": "states-nightly-backup.timer",
            "TICK_EXPORTER_TIMERS_GRACE": "1s", "TICK_EXPORTER_AGENT_STATE_PATH": str(tmp_path / "s.json"),
            "TICK_EXPORTER_AGENT_INTERVAL": "1s"}
 
@@ -337,7 +337,7 @@ def test_status_shows_a_stopped_backup_as_missed_within_one_sample(user_manager,
             time.sleep(0.5)
         # ok, or running if the sample caught the 5 s job mid-run: both healthy
         assert first.returncode == 0 and timer["state"] in ("ok", "running"), first.stdout
-        user_manager.systemctl("stop", "nightly-backup.timer")
+        user_manager.systemctl("stop", "states-nightly-backup.timer")
         due = (timer["last_run_start"] // 5 + 1) * 5 + 2  # next run + grace (1s + AccuracySec=1s)
         time.sleep(max(0.0, due - time.time()) + 1.2)      # and one sample of the agent
         shown = status()
@@ -345,7 +345,7 @@ def test_status_shows_a_stopped_backup_as_missed_within_one_sample(user_manager,
         agent.terminate()
         agent.communicate(timeout=30)
     assert shown.returncode == 1
-    (row,) = [line for line in shown.stdout.splitlines() if "nightly-backup.timer" in line]
+    (row,) = [line for line in shown.stdout.splitlines() if "states-nightly-backup.timer" in line]
     assert " missed " in row and "\x1b[" not in shown.stdout  # not a terminal: no colour
     as_json = json.loads(status("--json").stdout)
     assert as_json["healthy"] is False and as_json["timers"][0]["state"] == "missed"
