@@ -317,13 +317,18 @@ def problems(points: list[Point]) -> list[str]:
             for p in points if p.measurement == "exporter" and p.fields.get("success") is False]
 
 
+# Journal trouble is shown, not counted (exporter.collectors.run_logs.COMPONENT).
+JOURNAL_COMPONENT = "journal"
+
+
 def exit_code(points: list[Point]) -> int:
     """0 when every `systemd_timer` point is healthy (or there are none) and every
     collector could sample, else 1. The journal is not a collector: a host without one
     still gets its verdicts (its trouble is shown, not counted)."""
+    counted = [p for p in points if not (p.measurement == "exporter"
+                                         and p.tags.get("component") == JOURNAL_COMPONENT)]
     return 0 if all(p.fields.get("healthy") is True
-                    for p in points if p.measurement == MEASUREMENT) and not [
-                        line for line in problems(points) if not line.startswith("journal")] \
+                    for p in points if p.measurement == MEASUREMENT) and not problems(counted) \
         and all(p.fields.get("ok") is not False for p in points if p.measurement == "container_dns") \
         else 1
 

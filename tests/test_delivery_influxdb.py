@@ -18,13 +18,15 @@ from tests.services import InfluxDB1
 DB = "tick"
 
 
-def agent_config(tmp_path, influx, bus, host, extra=""):
+def agent_config(tmp_path, influx, bus, host, extra="", spool_extra="", own_dir=False):
+    """own_dir: state and spool under tmp_path/host (several agents in one test)."""
     path = tmp_path / f"{host}.toml"
+    base = tmp_path / host if own_dir else tmp_path
     path.write_text(f"""
 [agent]
 interval = "1s"
 hostname = "{host}"
-state_path = "{tmp_path / 'state.json'}"
+state_path = "{base / 'state.json'}"
 [timers]
 bus = "{bus}"
 include = ["nothing-here-*"]
@@ -38,7 +40,8 @@ database = "{DB}"
 retry_initial = "0.2s"
 retry_max = "1s"
 [spool]
-path = "{tmp_path / 'spool'}"
+path = "{base / 'spool'}"
+{spool_extra}
 {extra}
 """)
     return path

@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.lineproto import parse
+from tests.test_delivery_influxdb import agent_config
 from tests.services import InfluxDB1, wait_until
 
 DB = "tick"
@@ -60,29 +61,7 @@ class Receiver:
 
 
 def config(tmp, influx, host, bus):
-    path = tmp / f"{host}.toml"
-    path.write_text(f"""
-[agent]
-interval = "1s"
-hostname = "{host}"
-state_path = "{tmp / host / 'state.json'}"
-[timers]
-bus = "{bus}"
-include = ["nothing-here-*"]
-[output.stdout]
-enabled = true
-[output.influxdb]
-enabled = true
-api = "v1"
-url = "{influx.url}"
-database = "{DB}"
-retry_initial = "0.2s"
-retry_max = "1s"
-[spool]
-path = "{tmp / host / 'spool'}"
-max_bytes = "{MAX_BYTES}"
-""")
-    return path
+    return agent_config(tmp, influx, bus, host, spool_extra=f'max_bytes = "{MAX_BYTES}"', own_dir=True)
 
 
 def stored(influx, host):
