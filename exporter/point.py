@@ -86,6 +86,50 @@ def _field(key: str, value) -> str | None:
     raise ValueError(f'Type: "{type(value)}" of field: "{name}" is not supported.')
 
 
+# A field's text is mostly the same from sample to sample ("state=\"ok\"",
+# "last_exit_code=0i"): the text of each (name, value) of the exact types bool, int and
+# str is kept, one table per type (True == 1, yet they write "true" and "1i"). Floats
+# are left out: an age changes every sample. A table that reaches FRAGMENT_CACHE_SIZE
+# entries is emptied (a timer's new run brings new values; old ones are not reused).
+FRAGMENT_CACHE_SIZE = 16384
+_fragment_cache: dict[type, dict[tuple, str]] = {bool: {}, int: {}, str: {}}
+# The sorted field names of each set of names seen (a collector builds the same few).
+ORDER_CACHE_SIZE = 256
+_order_cache: dict[tuple, list] = {}
+
+
+def _sorted_keys(fields: dict) -> list:
+    names = tuple(fields)
+    order = _order_cache.get(names)
+    if order is None:
+        order = sorted(names)
+        if all(type(k) is str for k in names):
+            if len(_order_cache) >= ORDER_CACHE_SIZE:
+                _order_cache.clear()
+            _order_cache[names] = order
+    return order
+
+
+def _fields(fields: dict) -> list[str]:
+    """Each field's `name=value` text, in name order; None and non-finite floats left out."""
+    texts = []
+    for key in _sorted_keys(fields):
+        value = fields[key]
+        table = _fragment_cache.get(type(value)) if type(key) is str else None
+        if table is None:
+            text = _field(key, value)
+            if text is not None:
+                texts.append(text)
+            continue
+        text = table.get((key, value))
+        if text is None:
+            if len(table) >= FRAGMENT_CACHE_SIZE:
+                table.clear()
+            text = table[(key, value)] = _field(key, value)
+        texts.append(text)
+    return texts
+
+
 def _series(measurement, tags: dict) -> str:
     """`measurement,tag=value,...`: escaped, sorted, None and empty tags dropped."""
     escaped = []
@@ -127,7 +171,7 @@ def _cached_series(point: Point) -> str:
 
 
 def _line(point: Point, series=_cached_series) -> str:
-    fields = [f for f in (_field(k, v) for k, v in sorted(point.fields.items())) if f is not None]
+    fields = _fields(point.fields)
     if not fields:  # a point without fields has no line
         return ""
     if not isinstance(point.time_ns, int):

@@ -75,12 +75,13 @@ def test_a_value_of_another_type_is_refused_like_influxdb_client():
 
 
 # What repeats between samples is escaped once and kept: the series key (measurement +
-# tags), field names, string values. The bytes must be those of escaping every point
+# tags), field names, string values, whole `name=value` texts, the field order. The bytes must be those of escaping every point
 # afresh, whatever was written before, including values that are equal as dict keys but
 # not as text (1, True, 1.0) and caches that overflow.
 _TAG_VALUES = st.one_of(st.text(' ,="\\\n\t\rabc0é', max_size=4), st.none(), st.integers(-1, 2),
                         st.booleans(), st.sampled_from([1.0, 0.0]))
-_FIELD_VALUES = st.one_of(st.text(' ,="\\\nab', max_size=4), st.integers(-1, 2), st.booleans())
+_FIELD_VALUES = st.one_of(st.text(' ,="\\\nab', max_size=4), st.integers(-1, 2), st.booleans(),
+                         st.sampled_from([1.0, 0.0, 0.5]))
 _POINTS = st.lists(st.builds(
     Point, st.sampled_from(["m", "m x", "a,b", "t"]),
     st.dictionaries(st.sampled_from(["host", "a b", "k=", "", "timer"]), _TAG_VALUES, max_size=3),
@@ -97,6 +98,8 @@ def uncached(points):
                       lambda key: str(key).translate(point_module._ESCAPE_KEY))
         patch.setattr(point_module, "_string_value",
                       lambda value: value.translate(point_module._ESCAPE_STRING))
+        patch.setattr(point_module, "_fragment_cache", {})  # no table: every field afresh
+        patch.setattr(point_module, "_sorted_keys", lambda fields: sorted(fields))
         lines = [point_module._line(p, series=point_module._cached_series) for p in points]
     return "".join(line + "\n" for line in lines if line)
 
@@ -108,15 +111,19 @@ def uncached(points):
          size=SERIES_CACHE_SIZE)
 def test_cached_escaping_writes_the_bytes_of_escaping_afresh(earlier, points, size):
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("SERIES_CACHE_SIZE", "STRING_CACHE_SIZE", "FIELD_KEY_CACHE_SIZE"):
+        for name in ("SERIES_CACHE_SIZE", "STRING_CACHE_SIZE", "FIELD_KEY_CACHE_SIZE",
+                     "FRAGMENT_CACHE_SIZE", "ORDER_CACHE_SIZE"):
             patch.setattr(point_module, name, size)
-        for name in ("_series_cache", "_string_cache", "_field_key_cache"):
+        for name in ("_series_cache", "_string_cache", "_field_key_cache", "_order_cache"):
             patch.setattr(point_module, name, {})
+        patch.setattr(point_module, "_fragment_cache", {bool: {}, int: {}, str: {}})
         to_line_protocol(earlier)  # fills the caches with other (and equal-keyed) entries
         first, again = to_line_protocol(points), to_line_protocol(points)
         assert len(point_module._series_cache) <= size
         assert len(point_module._string_cache) <= size
         assert len(point_module._field_key_cache) <= size
+        assert all(len(table) <= size for table in point_module._fragment_cache.values())
+        assert len(point_module._order_cache) <= size
     assert first == again == uncached(points)
     if all(type(v) is str for p in points for v in p.tags.values()):
         assert first == theirs(points)

@@ -41,3 +41,47 @@ def test_every_written_tag_and_field_is_documented_with_its_type(name):
         assert set(point.tags) <= documented["tags"], point.tags
         for field, value in point.fields.items():
             assert documented["fields"].get(field) == kinds[type(value)], (point.measurement, field)
+
+
+def _later(now, seconds: float):
+    from dataclasses import replace
+    step = int(seconds * 1e6)
+    return replace(now, realtime_us=now.realtime_us + step, monotonic_us=now.monotonic_us + step)
+
+
+def _reread(record, **service_properties):
+    """The record as SystemdBus hands it over after reading a unit again: new objects."""
+    from dataclasses import replace
+    service = record.service and replace(record.service, properties={
+        **record.service.properties, **service_properties})
+    return replace(record, timer=replace(record.timer, properties=dict(record.timer.properties)),
+                   service=service)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in GOLDEN.glob("*.json")))
+def test_a_sample_reusing_its_records_writes_what_working_everything_out_afresh_writes(name, monkeypatch):
+    """RecordParts (worked out once per record object) is exact: samples of the same
+    record objects, later, then of re-read records with a new run, give the bytes of a
+    collector that works every point out afresh, memory and all."""
+    from dataclasses import replace
+    from exporter.collectors import timers as timers_module
+    from exporter.sources.systemd_dbus import TimersSnapshot
+    snapshot, now = loads((GOLDEN / f"{name}.json").read_text())
+    config = load_config(None, {"TICK_EXPORTER_TIMERS_TIMEZONE": "UTC"}).timers
+    reread = TimersSnapshot(snapshot.manager, [
+        _reread(r, ExecMainStartTimestamp=now.realtime_us + 1_000_000,
+                ExecMainExitTimestamp=now.realtime_us + 2_000_000, Result="exit-code",
+                ExecMainStatus=3, ExecMainCode=1) if i % 2 else r
+        for i, r in enumerate(snapshot.timers)])
+    samples = [(snapshot, now), (snapshot, _later(now, 30)),
+               (replace(snapshot, timers=list(snapshot.timers)), _later(now, 3600)),
+               (reread, _later(now, 3605)), (reread, _later(now, 86400 * 2))]
+    reusing = TimersCollector(None, config, "golden-host")
+    afresh = TimersCollector(None, config, "golden-host")
+    written = [to_line_protocol(reusing.points(s, t)) for s, t in samples]
+    made = []
+    monkeypatch.setattr(timers_module.RecordParts, "made_from",
+                        lambda self, *args: made.append(1) and False)
+    assert [to_line_protocol(afresh.points(s, t)) for s, t in samples] == written
+    assert len(made) >= len(snapshot.timers) * (len(samples) - 1)  # never reused afresh
+    assert len(set(written)) == len(samples)  # the samples do differ

@@ -7,7 +7,7 @@ raw D-Bus properties; everything here is a function of them, the agent's memory
 (docs/metrics.md, "The sample's time").
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from ..clock import Now, read_after
 from ..config import TimersConfig
@@ -69,11 +69,16 @@ def calendar_checks(record, now: Now) -> list[Check]:
     already due is left out: systemd moves a passed elapse to the manager's start
     (timer_enter_waiting() in src/core/timer.c, for RandomizedDelaySec= at boot), so it
     need not be an occurrence of the spec. A spec naming its own zone proves nothing."""
+    return [c for c in possible_checks(record) if c.next_us > now.realtime_us]
+
+
+def possible_checks(record) -> list[Check]:
+    """calendar_checks() before the clock is looked at: a function of the record alone."""
     if record.timer.active_state != "active" or record.timer.sub_state != "waiting":
         return []
     return [Check(record.timer.name, spec, next_us)
             for _base, spec, next_us in record.timer.properties.get("TimersCalendar", [])
-            if is_set(next_us) and next_us > now.realtime_us and not names_zone(spec)]
+            if is_set(next_us) and not names_zone(spec)]
 
 
 def zone_fields(verdict: Verdict) -> dict:
@@ -89,16 +94,30 @@ def usec_or_zero(usec: int) -> int:
 
 
 def timer_fields(record, next_us: int, now: Now) -> dict:
+    fields = record_timer_fields(record)
+    fields.update(clock_timer_fields(usec_or_zero(record.timer.properties.get("LastTriggerUSec", 0)),
+                                     next_us, now))
+    return fields
+
+
+def record_timer_fields(record) -> dict:
+    """The timer's fields that are a function of its record alone."""
     timer = record.timer.properties
-    fields = {
+    return {
         "last_trigger": to_unix_s(timer.get("LastTriggerUSec", 0)),
-        "next_elapse": to_unix_s(next_us),
         "schedule": schedule(timer),
         "persistent": bool(timer.get("Persistent", False)),
         "active_state": record.timer.active_state,
+        "unit_file_state": timer.get("UnitFileState", ""),
     }
-    if is_set(timer.get("LastTriggerUSec", 0)):
-        fields["since_last_s"] = (now.realtime_us - timer["LastTriggerUSec"]) / 1e6
+
+
+def clock_timer_fields(last_trigger_us: int, next_us: int, now: Now) -> dict:
+    """The timer's fields that move with the clock (a monotonic deadline's wall-clock
+    time too: next_elapse_us)."""
+    fields = {"next_elapse": to_unix_s(next_us)}
+    if last_trigger_us:
+        fields["since_last_s"] = (now.realtime_us - last_trigger_us) / 1e6
     if next_us:
         fields["until_next_s"] = (next_us - now.realtime_us) / 1e6
     return fields
@@ -160,12 +179,87 @@ def service_fields(service) -> dict:
     return fields
 
 
+def may_have_new_runs(service, snapshot, memory: TimerMemory) -> bool:
+    """False when new_runs(memory, runs_seen(service, snapshot)) is surely empty: no run
+    signalled, and the properties' run (if any) ended no later than the newest recorded.
+    The steady sample's question for every timer, asked without building a RunRecord."""
+    return (service.name in snapshot.runs
+            or service.properties.get("ExecMainExitTimestamp", 0) > memory.recorded_exit_us)
+
+
 def runs_seen(service, snapshot) -> list[RunRecord]:
     """The finished runs of a service in a snapshot: its properties' run, then the ones
     its signals announced (those win a tie: their InvocationID was caught during the run,
     see SystemdBus._invocations)."""
     current = run_from(service.properties)
     return ([current] if current else []) + snapshot.runs.get(service.name, [])
+
+
+@dataclass(frozen=True)
+class RecordParts:
+    """What a timer's point takes from its records alone, worked out once per record:
+    SystemdBus hands over the same record objects sample after sample until it reads a
+    unit again (then a new object), except a running service's memory (MemoryCurrent,
+    MemoryPeak), read into its record in place: that service's fields are made every
+    sample. A function of (record, config) only, so a sample with nothing new only adds
+    what moves with the clock and the agent's memory."""
+    timer: object            # the records they were made from, compared by identity
+    service: object
+    service_error: str
+    manager: str
+    config: object
+    tags: dict
+    fields: dict             # the timer's record fields, the service's unless running
+    checks: list             # possible_checks(record)
+    calendar: list
+    monotonic: list
+    last_trigger_us: int
+    armed: bool
+    running: bool
+    start_queued: bool
+    skipped: bool            # its own Condition*= skipped it
+    owned: bool              # expects_armed() without the agent's memory
+    grace_us: int
+    max_runtime_us: int
+
+    def made_from(self, record, manager: str, config) -> bool:
+        return (self.timer is record.timer and self.service is record.service
+                and self.service_error == record.service_error and self.manager == manager
+                and self.config is config)
+
+    @classmethod
+    def of(cls, record, manager: str, host: str, config, settings) -> "RecordParts":
+        timer, service = record.timer.properties, record.service
+        tags = {"host": host, "manager": manager, "timer": record.timer.name,
+                "service": timer.get("Unit", "")}
+        running = service is not None and is_running(service.active_state, service.sub_state)
+        fields = record_timer_fields(record)
+        if service is not None and not running:
+            fields.update(service_fields(service))
+        if record.service_error:
+            # The activated unit could not be read (missing, not a service, vanished):
+            # reported as data, the rest of the point still holds.
+            fields["read_error"] = record.service_error
+        # ConditionResult is false on a unit never checked too: only a checked one was skipped.
+        skipped = is_set(timer.get("ConditionTimestamp", 0)) and not timer.get("ConditionResult", True)
+        _wanted, grace_us, max_runtime_us = settings
+        return cls(
+            record.timer, service, record.service_error, manager, config, tags, fields,
+            possible_checks(record),
+            calendar=[spec for _base, spec, _next in timer.get("TimersCalendar", [])],
+            monotonic=timer.get("TimersMonotonic", []),
+            last_trigger_us=usec_or_zero(timer.get("LastTriggerUSec", 0)),
+            # Armed: the timer will elapse again. While its unit runs (or waits to start)
+            # a timer is in sub-state "running" with no next elapse; "elapsed" means done
+            # for good (e.g. OnBootSec= already passed).
+            armed=record.timer.active_state == "active" and record.timer.sub_state in (
+                "waiting", "running"),
+            running=running, start_queued=bool(service and service.job_id and not running),
+            skipped=skipped,
+            owned=expects_armed(timer.get("UnitFileState", ""), timer.get("FragmentPath", ""), False),
+            # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
+            grace_us=grace_us + timer.get("AccuracyUSec", 0) + timer.get("RandomizedDelayUSec", 0),
+            max_runtime_us=max_runtime_us)
 
 
 class TimersCollector:
@@ -186,6 +280,7 @@ class TimersCollector:
         self._unexplained_seen: frozenset = frozenset()
         # A JournalReader (exporter.sources.journal), or None: no run lines at all.
         self.journal = journal if config.journal != "off" else None
+        self._parts_memo: dict[str, RecordParts] = {}  # per timer, see RecordParts
 
     async def collect(self, now: Now) -> list[Point]:
         # Records kept between samples, updated from systemd's signals; a full read every
@@ -214,12 +309,27 @@ class TimersCollector:
         self.zones.set_candidates(await self.zone_sources.read())
 
     def _calendar_checks(self, snapshot, now: Now) -> dict[str, list[Check]]:
-        """{timer: its checks}, worked out once per sample (find_zone, then points)."""
-        key = (id(snapshot), now.realtime_us)
-        if getattr(self, "_checks_of", None) != key:
-            self._checks_of, self._checks = key, {
-                record.timer.name: calendar_checks(record, now) for record in snapshot.timers}
-        return self._checks
+        """{timer: its checks}, worked out once per sample (find_zone, then points). The
+        snapshot itself is kept to tell samples apart (an id() could be reused)."""
+        checked = getattr(self, "_checks_of", None)
+        if checked is None or checked[0] is not snapshot or checked[1] != now.realtime_us:
+            self._checks_of = (snapshot, now.realtime_us, {
+                record.timer.name: [c for c in self._parts(record, snapshot.manager).checks
+                                    if c.next_us > now.realtime_us]
+                for record in snapshot.timers})
+        return self._checks_of[2]
+
+    def _parts(self, record, manager: str) -> "RecordParts":
+        """The record's RecordParts, made again only for another record (or config)."""
+        parts = self._parts_memo.get(record.timer.name)
+        if parts is None or not parts.made_from(record, manager, self.config):
+            parts = self._parts_memo[record.timer.name] = RecordParts.of(
+                record, manager, self.host, self.config, self._settings(record.timer.name))
+        return parts
+
+    def _forget_parts_except(self, names: set[str]) -> None:
+        for name in [n for n in self._parts_memo if n not in names]:
+            del self._parts_memo[name]
 
     def points(self, snapshot, now: Now, logs: dict | None = None) -> list[Point]:
         """`now`: the reference time, read after `snapshot` was (see collect); logs:
@@ -233,6 +343,7 @@ class TimersCollector:
             if self._settings(record.timer.name)[0]:
                 verdict = self.zones.verdict(record.timer.name, checks[record.timer.name])
                 points += self.timer_points(record, snapshot, now, verdict, logs or {})
+        self._forget_parts_except(set(checks))
         return points + self.removed_points(snapshot, now)
 
     def removed_points(self, snapshot, now: Now) -> list[Point]:
@@ -266,6 +377,8 @@ class TimersCollector:
             if record.service is None or not self._settings(record.timer.name)[0]:
                 continue
             memory = self.state.timer(snapshot.manager, record.timer.name)
+            if not may_have_new_runs(record.service, snapshot, memory):
+                continue
             runs = runs_seen(record.service, snapshot)
             starts = sorted({r.start_us for r in runs} | {usec_or_zero(
                 record.service.properties.get("ExecMainStartTimestamp", 0))})
@@ -290,46 +403,29 @@ class TimersCollector:
         return found
 
     def timer_points(self, record, snapshot, now: Now, verdict: Verdict, logs: dict) -> list[Point]:
-        timer, name = record.timer.properties, record.timer.name
+        name, parts = record.timer.name, self._parts(record, snapshot.manager)
         memory = self.state.timer(snapshot.manager, name)
-        tags = {"host": self.host, "manager": snapshot.manager, "timer": name,
-                "service": timer.get("Unit", "")}
-        next_us = next_elapse_us(timer, now)
-        # Armed: the timer will elapse again. While its unit runs (or waits to start) a
-        # timer is in sub-state "running" with no next elapse; "elapsed" means done for
-        # good (e.g. OnBootSec= already passed).
-        armed = record.timer.active_state == "active" and record.timer.sub_state in (
-            "waiting", "running")
+        next_us = next_elapse_us(record.timer.properties, now)
         if next_us:
             memory.next_elapse_us = next_us
-        watched = self._watched(record, memory)
-        memory.service, memory.removed_since_us = tags["service"], 0  # for removed_points
-        if armed and record.armed_since_us:
+        watched = self._watched(record, parts, memory)
+        memory.service, memory.removed_since_us = parts.tags["service"], 0  # for removed_points
+        if parts.armed and record.armed_since_us:
             memory.armed_since_us = record.armed_since_us
-        fields = timer_fields(record, next_us, now)
-        running, run_started, runs = False, 0, []
+        fields = {**parts.fields, **clock_timer_fields(parts.last_trigger_us, next_us, now)}
+        run_started, runs = 0, []
         service = record.service
         if service is not None:
-            fields.update(service_fields(service))
-            running = is_running(service.active_state, service.sub_state)
-            run_started, runs = self._follow_runs(service, snapshot, memory, running)
-        if record.service_error:
-            # The activated unit could not be read (missing, not a service, vanished):
-            # reported as data, the rest of the point still holds.
-            fields["read_error"] = record.service_error
+            if parts.running:  # its memory is read into the same record every sample
+                fields.update(service_fields(service))
+            run_started, runs = self._follow_runs(service, snapshot, memory, parts.running)
         facts = TimerFacts(
-            calendar=[spec for _base, spec, _next in timer.get("TimersCalendar", [])],
-            monotonic=timer.get("TimersMonotonic", []), armed=armed, next_elapse_us=next_us,
-            remembered_next_us=memory.next_elapse_us,
-            last_trigger_us=usec_or_zero(timer.get("LastTriggerUSec", 0)),
-            last_run_start_us=memory.last_run_start_us, service_known=service is not None,
-            start_queued=bool(service and service.job_id and not running),
-            armed_since_us=memory.armed_since_us,
-            running=running, last_failed=self._last_failed(service, memory, running),
-            watched=watched)
-        # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
-        _wanted, grace_us, max_runtime_us = self._settings(name)
-        grace_us += timer.get("AccuracyUSec", 0) + timer.get("RandomizedDelayUSec", 0)
+            calendar=parts.calendar, monotonic=parts.monotonic, armed=parts.armed,
+            next_elapse_us=next_us, remembered_next_us=memory.next_elapse_us,
+            last_trigger_us=parts.last_trigger_us, last_run_start_us=memory.last_run_start_us,
+            service_known=service is not None, start_queued=parts.start_queued,
+            armed_since_us=memory.armed_since_us, running=parts.running,
+            last_failed=self._last_failed(service, memory, parts.running), watched=watched)
         zone = verdict.candidate.zone if verdict.candidate else None
         if facts.calendar:
             fields.update(zone_fields(verdict))
@@ -338,42 +434,38 @@ class TimersCollector:
                 # No zone gives systemd's own next elapses: a late/missed computed in
                 # one would contradict systemd (exporter/schedule_zone.py).
                 raise ScheduleError(verdict.error)
-            health = evaluate(facts, now.realtime_us, grace_us, max_runtime_us, run_started, zone)
+            health = evaluate(facts, now.realtime_us, parts.grace_us, parts.max_runtime_us,
+                              run_started, zone)
         except ScheduleError as err:
             # A spec oncalendar cannot evaluate (systemd accepts a few it does not, see
             # tests/test_schedule_systemd.py), or no zone agrees with systemd: judge by
             # systemd's own next elapse instead.
             fields["schedule_error"] = str(err)
-            health = evaluate(replace(facts, calendar=[]), now.realtime_us, grace_us,
-                              max_runtime_us, run_started, zone)
+            health = evaluate(replace(facts, calendar=[]), now.realtime_us, parts.grace_us,
+                              parts.max_runtime_us, run_started, zone)
         fields.update(
             state=health.state, healthy=health.state in HEALTHY,
             expected_at=to_unix_s(health.expected_at_us), overdue_s=health.overdue_s,
             missed_runs=health.missed_runs, last_success=to_unix_s(memory.last_success_us),
-            consecutive_failures=memory.consecutive_failures, watched=watched,
-            unit_file_state=timer.get("UnitFileState", ""))
+            consecutive_failures=memory.consecutive_failures, watched=watched)
         run_points = []
         for run in runs:
             log = logs.get((service.name, run.exit_us))
             if log is not None and run.result != "success":
                 memory.last_failure_log = log
-            run_points.append(run_point(run, tags, log))
+            run_points.append(run_point(run, parts.tags, log))
         if self.journal_mode(name) != "off":
             # For the missed_backup alert, which streams systemd_timer: the newest
             # failed run's lines while the timer's last run failed.
             fields["last_failure_log"] = memory.last_failure_log if memory.consecutive_failures else ""
-        return [Point("systemd_timer", tags, fields, now.time_ns)] + run_points
+        return [Point("systemd_timer", parts.tags, fields, now.time_ns)] + run_points
 
     @staticmethod
-    def _watched(record, memory: TimerMemory) -> bool:
+    def _watched(record, parts: "RecordParts", memory: TimerMemory) -> bool:
         """Expected to be armed now (timer_health.expects_armed), remembered for later.
         An elapsed timer (sub-state `elapsed`: an OnBootSec= that fired this boot) is done,
         not stopped."""
-        timer = record.timer.properties
-        # ConditionResult is false on a unit never checked too: only a checked one was skipped.
-        skipped = is_set(timer.get("ConditionTimestamp", 0)) and not timer.get("ConditionResult", True)
-        users = expects_armed(timer.get("UnitFileState", ""), timer.get("FragmentPath", ""),
-                              skipped, bool(memory.watched))
+        users = not parts.skipped and (bool(memory.watched) or parts.owned)
         memory.watched = int(users)
         return users and record.timer.sub_state != "elapsed"
 
@@ -383,6 +475,8 @@ class TimersCollector:
         props = service.properties
         start = usec_or_zero(props.get("ExecMainStartTimestamp", 0))
         memory.last_run_start_us = max(memory.last_run_start_us, start)
+        if not may_have_new_runs(service, snapshot, memory):
+            return (start if running else 0), []
         return (start if running else 0), record_runs(memory, runs_seen(service, snapshot))
 
     @staticmethod
