@@ -110,6 +110,9 @@ def once_in(engine, image, bus_socket, extra_env):
            "TICK_EXPORTER_CONTAINERS_CGROUP_ROOT": "/host/sys/fs/cgroup",
            "TICK_EXPORTER_DNS_ENABLED": "true", "TICK_EXPORTER_DNS_QUERIES": "ok.tick.test",
            "TICK_EXPORTER_DNS_SKIP_SERVERS": "8.8.8.8,8.8.4.4",
+           # One deadline for all of a sample's probes (default 2 s): under qemu's
+           # emulation on a loaded CI machine a probe once answered after it ("timeout").
+           "TICK_EXPORTER_DNS_TIMEOUT": "10s",
            "TICK_EXPORTER_DNS_HOST_RESOLV_CONF": "/host/etc/resolv.conf",
            "TICK_EXPORTER_HOST_MEMORY_ENABLED": "true",
            # The offline test images have no journalctl (tests/images.py).
