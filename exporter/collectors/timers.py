@@ -64,16 +64,12 @@ def schedule(timer: dict) -> str:
     return "; ".join(entries)
 
 
-def calendar_checks(record, now: Now) -> list[Check]:
-    """systemd's per-spec next elapses of an armed timer, to check a zone against. One
-    already due is left out: systemd moves a passed elapse to the manager's start
-    (timer_enter_waiting() in src/core/timer.c, for RandomizedDelaySec= at boot), so it
-    need not be an occurrence of the spec. A spec naming its own zone proves nothing."""
-    return [c for c in possible_checks(record) if c.next_us > now.realtime_us]
-
-
 def possible_checks(record) -> list[Check]:
-    """calendar_checks() before the clock is looked at: a function of the record alone."""
+    """systemd's per-spec next elapses of an armed timer, to check a zone against; the
+    sample leaves out those already due (TimersCollector._calendar_checks): systemd moves
+    a passed elapse to the manager's start (timer_enter_waiting() in src/core/timer.c,
+    for RandomizedDelaySec= at boot), so it need not be an occurrence of the spec. A spec
+    naming its own zone proves nothing. A function of the record alone."""
     if record.timer.active_state != "active" or record.timer.sub_state != "waiting":
         return []
     return [Check(record.timer.name, spec, next_us)
@@ -91,13 +87,6 @@ def zone_fields(verdict: Verdict) -> dict:
 
 def usec_or_zero(usec: int) -> int:
     return usec if is_set(usec) else 0
-
-
-def timer_fields(record, next_us: int, now: Now) -> dict:
-    fields = record_timer_fields(record)
-    fields.update(clock_timer_fields(usec_or_zero(record.timer.properties.get("LastTriggerUSec", 0)),
-                                     next_us, now))
-    return fields
 
 
 def record_timer_fields(record) -> dict:
@@ -218,7 +207,6 @@ class RecordParts:
     running: bool
     start_queued: bool
     skipped: bool            # its own Condition*= skipped it
-    owned: bool              # expects_armed() without the agent's memory
     grace_us: int
     max_runtime_us: int
 
@@ -256,7 +244,6 @@ class RecordParts:
                 "waiting", "running"),
             running=running, start_queued=bool(service and service.job_id and not running),
             skipped=skipped,
-            owned=expects_armed(timer.get("UnitFileState", ""), timer.get("FragmentPath", ""), False),
             # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
             grace_us=grace_us + timer.get("AccuracyUSec", 0) + timer.get("RandomizedDelayUSec", 0),
             max_runtime_us=max_runtime_us)
@@ -465,7 +452,9 @@ class TimersCollector:
         """Expected to be armed now (timer_health.expects_armed), remembered for later.
         An elapsed timer (sub-state `elapsed`: an OnBootSec= that fired this boot) is done,
         not stopped."""
-        users = not parts.skipped and (bool(memory.watched) or parts.owned)
+        timer = record.timer.properties
+        users = expects_armed(timer.get("UnitFileState", ""), timer.get("FragmentPath", ""),
+                              parts.skipped, bool(memory.watched))
         memory.watched = int(users)
         return users and record.timer.sub_state != "elapsed"
 
