@@ -19,8 +19,12 @@ from pathlib import Path
 from tests.services import wait_until
 
 EVERY_5S = "[Timer]\nOnCalendar=*:*:0/5\nAccuracySec=1s\n"
-# A shell that fills a 32 MiB container (no swap) and is OOM-killed; PID 1 lives on.
-HOG = "x=$(head -c 200000000 /dev/zero | tr '\\000' a)"
+# A shell that fills a 32 MiB container (no swap) and is OOM-killed; PID 1 lives on. Its
+# oom_score_adj 1000 (raising one's own needs no privilege) makes it the OOM killer's
+# victim for sure (oom_badness adds adj * totalpages / 1000): once in a few runs on a
+# loaded machine the kernel killed the container's PID 1 too, and a dead container's
+# oom_kills increase is never sampled.
+HOG = "echo 1000 > /proc/self/oom_score_adj; x=$(head -c 200000000 /dev/zero | tr '\\000' a)"
 PUBLIC_FALLBACK = ["8.8.8.8", "8.8.4.4", "2001:4860:4860::8888", "2001:4860:4860::8844"]
 
 
@@ -66,6 +70,41 @@ class Scenario:
             time.sleep(0.2)
         raise AssertionError(f"{service} never ran")
 
+    def _between_runs(self) -> tuple[dict[str, str], bool]:
+        """(LastTriggerUSec of each active timer of the scenario, whether any of their
+        services runs). A oneshot service is `activating` while its ExecStart= runs."""
+        triggers, running = {}, False
+        for name in self.timers:
+            timer = self.manager.show(f"{name}.timer", ["ActiveState", "LastTriggerUSec"])
+            if timer.get("ActiveState") != "active":
+                continue  # stopped by the test: it will not run again
+            triggers[name] = timer.get("LastTriggerUSec", "")
+            state = self.manager.show(f"{name}.service", ["ActiveState"]).get("ActiveState")
+            running = running or state in ("activating", "active", "deactivating", "reloading")
+        return triggers, running
+
+    def last_look(self, look=lambda: None, samples_after_s: float = 1.2, attempts: int = 4, timeout: float = 12):
+        """look() (e.g. `status`), then time for the agents (interval 1 s) to sample once
+        more, all in one gap between two runs of the scenario's timers, so that what look()
+        saw and the agents' last sample both see every run finished: a sample taken while
+        a run is in progress says `running` (its last result is the run before). Starts
+        right after a round of runs ended; taken again at the next gap when a timer fired
+        meanwhile (the 5 s timers leave a gap of about 4 s). Returns what look() returned."""
+        for _ in range(attempts):
+            before, _running = self._between_runs()
+            deadline = time.monotonic() + timeout
+            while True:  # until a new round fired and ended
+                triggers, running = self._between_runs()
+                if triggers != before and not running:
+                    break
+                assert time.monotonic() < deadline, f"the timers did not run again: {triggers}"
+                time.sleep(0.1)
+            result = look()
+            time.sleep(samples_after_s)
+            if self._between_runs() == (triggers, False):
+                return result
+        raise AssertionError(f"no gap between the timers' runs held a last look ({attempts} tries)")
+
     def wait_rows(self, query: str, what: str, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
         while not self.influxdb.rows(query, self.db):
@@ -92,7 +131,9 @@ class Scenario:
                 return
             except TimeoutError:
                 continue
-        raise AssertionError(f"{container}: oom_kills stayed {self.oom_kills(container)} after {tries}")
+        state = self.engine.docker("inspect", "-f", "{{json .State}}", container, check=False).stdout.strip()
+        raise AssertionError(f"{container}: oom_kills stayed {self.oom_kills(container)} after {tries}; "
+                             f"container state {state}")
 
     # -- agents -----------------------------------------------------------------
 

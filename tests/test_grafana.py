@@ -314,15 +314,20 @@ class Filled:
     stopped_at: float  # when both agents had stopped (time.time())
 
 
-def agent_status(config):
+def agent_status(configs: dict) -> dict:
+    """host -> (`status --json` document, `status` text), all four commands at once: the
+    last look has to fit between two runs of the timers (Scenario.last_look)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICK_EXPORTER_")}
+    procs = {(host, json_too): subprocess.Popen(
+        [sys.executable, "-m", "exporter", "status", *(["--json"] if json_too else []), "--config", str(config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for host, config in configs.items() for json_too in (True, False)}
     out = {}
-    for args in (["--json"], []):
-        cp = subprocess.run([sys.executable, "-m", "exporter", "status", *args, "--config", str(config)],
-                            capture_output=True, text=True, timeout=60,
-                            env={k: v for k, v in os.environ.items() if not k.startswith("TICK_EXPORTER_")})
-        assert cp.returncode in (0, 1), cp.stderr
-        out["json" if args else "text"] = cp.stdout
-    return json.loads(out["json"]), out["text"]
+    for key, proc in procs.items():
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 1), stderr
+        out[key] = stdout
+    return {host: (json.loads(out[host, True]), out[host, False]) for host in configs}
 
 
 @pytest.fixture(scope="module")
@@ -358,8 +363,8 @@ def filled(user_manager, influxdb, docker_engine, dnsmasq, tmp_path_factory):
         next_due = (int(stopped_at) // 5 + 1) * 5
         time.sleep(max(0.0, next_due + 2 - time.time()) + 2.5)  # its next run + grace, two samples
         time.sleep(max(0.0, started + 12 - time.monotonic()))
-        status = {"graf-host": agent_status(main), "graf-broken": agent_status(broken)}
-        time.sleep(2.5)  # the agents sample once more: what status saw is in the database
+        # What status saw is what the agents' last sample wrote: both between two runs.
+        status = scenario.last_look(lambda: agent_status({"graf-host": main, "graf-broken": broken}))
     finally:
         codes = scenario.close()
     assert codes == {"agent": 0, "broken": 0}, scenario.errors
