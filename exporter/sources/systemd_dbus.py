@@ -51,12 +51,21 @@ TIMER_PROPERTIES = (
 # (exporter.timer_health.expects_armed): enabled by someone, whose unit file, skipped by
 # its own Condition*=. UnitFileState changes arrive as UnitFilesChanged.
 TIMER_UNIT_PROPERTIES = ("UnitFileState", "FragmentPath", "ConditionResult", "ConditionTimestamp")
+# Of those, what an active timer is asked: it was not skipped. unit_start() (src/core/
+# unit.c) returns -EALREADY for an active unit before unit_test_condition(), so the last
+# test of an active timer's conditions passed: two messages fewer per timer, which is
+# what a full read costs systemd (~10 us of its CPU a message, whatever it asks).
+ACTIVE_TIMER_UNIT_PROPERTIES = ("UnitFileState", "FragmentPath")
 # A Service's properties are read one Get each: GetAll marshals all ~200 of them (the
 # cgroup ones read cgroupfs), twice the cost of these few Gets for systemd and for us.
 SERVICE_PROPERTIES = (
     "Result", "ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp",
     "ExecMainExitTimestamp", "ExecMainPID", "MemoryPeak",
 )
+# What a service not started since systemd loaded it has as 0 (exec_status_start() sets
+# them at a run's start; see _fill_service).
+ZERO_UNTIL_STARTED = ("ExecMainCode", "ExecMainStatus", "ExecMainStartTimestamp",
+                      "ExecMainExitTimestamp", "ExecMainPID")
 # Which journal entries are a run's (exporter.sources.journal): the Unit's InvocationID,
 # EMITS_CHANGE like ExecMainPID, so each run's arrives in the signals too.
 INVOCATION_ID = "InvocationID"
@@ -295,6 +304,22 @@ def timer_patterns(include: Iterable[str]) -> list[str]:
     return patterns
 
 
+async def each(fn, items: list, workers: int = MAX_IN_FLIGHT) -> list:
+    """[await fn(item) for item in items], `workers` units at a time, in order. Gathering
+    every unit at once made a coroutine and a task per unit and per call (~7000 at 1000
+    timers: the peak of a full read's memory), while only MAX_IN_FLIGHT calls are ever on
+    the wire. Like gather, the first exception is raised."""
+    results: list = [None] * len(items)
+    todo = iter(enumerate(items))
+
+    async def worker():
+        for i, item in todo:
+            results[i] = await fn(item)
+
+    await asyncio.gather(*(worker() for _ in range(min(workers, len(items)))))
+    return results
+
+
 def _unwrap(value: Any) -> Any:
     if isinstance(value, Variant):
         return _unwrap(value.value)
@@ -472,10 +497,13 @@ class SystemdBus:
     async def _send(self, bus, destination, path, interface, member, signature="", body=()):
         async with self._slots:
             try:
-                reply = await asyncio.wait_for(bus.call(Message(
-                    destination=destination, path=path, interface=interface, member=member,
-                    signature=signature, body=list(body))), CALL_TIMEOUT_S)
-            except asyncio.TimeoutError:
+                # asyncio.timeout, not wait_for: wait_for wraps the call in a task of its
+                # own, thousands of them in a full read.
+                async with asyncio.timeout(CALL_TIMEOUT_S):
+                    reply = await bus.call(Message(
+                        destination=destination, path=path, interface=interface, member=member,
+                        signature=signature, body=list(body)))
+            except TimeoutError:
                 # A call whose reply never comes (a bus daemon restarted under it) must not
                 # hold the sample, nor SIGTERM, forever: the next sample connects again.
                 bus.disconnect()
@@ -696,7 +724,7 @@ class SystemdBus:
         running = [s for name, s in self._services.items() if name not in fresh
                    and not self._service_errors.get(name)
                    and is_running(s.active_state, s.sub_state)]
-        await asyncio.gather(*(self._read_unsignaled(s) for s in running))
+        await each(self._read_unsignaled, running)
         self._settled.update(name for name, record in before.items()
                              if record is not None and record == self._record_of(name))
 
@@ -722,10 +750,10 @@ class SystemdBus:
             self._timers.pop(name, None)
             self._armed.pop(name, None)
         timers = [u for u in units.values() if u.load_state == "loaded"]
-        await asyncio.gather(*(self._fill(u, TIMER) if u.active_state == "active"
-                               else self._fill_inactive_timer(u) for u in timers))
+        await each(lambda u: self._fill(u, TIMER) if u.active_state == "active"
+                   else self._fill_inactive_timer(u), timers)
         timers = [u for u in timers if u.properties]  # vanished while we read
-        armed = await asyncio.gather(*(self._armed_since(t) for t in timers))
+        armed = await each(self._armed_since, timers)
         for timer, armed_since in zip(timers, armed):
             self._timers[timer.name] = timer
             self._armed[timer.name] = armed_since
@@ -738,8 +766,8 @@ class SystemdBus:
         for name in names:
             self._services.pop(name, None)
             self._service_errors.pop(name, None)
-        errors = await asyncio.gather(*(self._fill_service(s, s.name in unloaded)
-                                        for s in services.values()))
+        errors = await each(lambda s: self._fill_service(s, s.name in unloaded),
+                            list(services.values()))
         self._services.update(services)
         self._service_errors.update((n, e) for n, e in zip(services, errors) if e)
 
@@ -757,15 +785,15 @@ class SystemdBus:
 
     async def _armed_since(self, timer: UnitRecord) -> int:
         """The timer's ActiveEnterTimestamp (0 for one not active) and its
-        TIMER_UNIT_PROPERTIES, put into its properties. An active timer: one Get each (a
+        ACTIVE_TIMER_UNIT_PROPERTIES, put into its properties. An active timer: one Get each (a
         Unit's GetAll is ~100 properties). One not active: no call here, see
         _fill_inactive_timer."""
         path = unit_path(timer.name)
         if timer.active_state != "active":
             return 0  # its TIMER_UNIT_PROPERTIES came with _fill_inactive_timer's one call
         values = await asyncio.gather(*(self._get(path, UNIT, p) for p in (
-            "ActiveEnterTimestamp",) + TIMER_UNIT_PROPERTIES), return_exceptions=True)
-        for prop, value in zip(TIMER_UNIT_PROPERTIES, values[1:]):
+            "ActiveEnterTimestamp",) + ACTIVE_TIMER_UNIT_PROPERTIES), return_exceptions=True)
+        for prop, value in zip(ACTIVE_TIMER_UNIT_PROPERTIES, values[1:]):
             if isinstance(value, BaseException) and not isinstance(value, DBusCallError):
                 raise value
             if not isinstance(value, BaseException):
@@ -816,25 +844,50 @@ class SystemdBus:
                     unit.properties[INVOCATION_ID] = invocation_hex(found[INVOCATION_ID])
                 return ""
         path = unit_path(unit.name)
+        if unit.active_state == "inactive" and not unit.job_id:
+            # Not started since systemd loaded it, when it has no InvocationID (set anew at
+            # each start, unit_acquire_invocation_id(); kept over daemon-reload): then its
+            # ExecMain* are all 0 and need no asking (three Gets instead of eight).
+            first = [p for p in wanted if p not in ZERO_UNTIL_STARTED]
+            properties, error = await self._service_gets(path, first, with_invocation=True)
+            if error:
+                return error
+            if not properties.get(INVOCATION_ID) and properties.get("Result") == "success":
+                unit.properties = {p: properties.get(p, 0) for p in wanted
+                                   if p in properties or p in ZERO_UNTIL_STARTED}
+                unit.properties[INVOCATION_ID] = properties.get(INVOCATION_ID, "")
+                return ""
+            rest, error = await self._service_gets(path, [p for p in wanted if p not in first])
+            unit.properties = {**properties, **rest}
+            return error
+        unit.properties, error = await self._service_gets(path, wanted, with_invocation=True)
+        return error
+
+    async def _service_gets(self, path: str, wanted: list[str], with_invocation: bool = False
+                            ) -> tuple[dict[str, Any], str]:
+        """(wanted Service properties, and the Unit's InvocationID if asked; the error
+        text if one could not be read). An optional property this systemd does not know
+        is left out and never asked again."""
         values = await asyncio.gather(*(self._get(path, SERVICE, p) for p in wanted),
-                                      self._get(path, UNIT, INVOCATION_ID),
+                                      *([self._get(path, UNIT, INVOCATION_ID)] if with_invocation else []),
                                       return_exceptions=True)
-        invocation = values.pop()
+        invocation = values.pop() if with_invocation else None
         properties, missing = {}, []
         for prop, value in zip(wanted, values):
             if isinstance(value, DBusCallError):
                 if prop in OPTIONAL_SERVICE_PROPERTIES and value.name == UNKNOWN_PROPERTY:
                     missing.append(prop)
                     continue
-                return str(value)
+                return {}, str(value)
             if isinstance(value, BaseException):
                 raise value
             properties[prop] = value
         self._unsupported.update(missing)  # this systemd is older: never ask again
-        if not isinstance(invocation, BaseException):
+        if isinstance(invocation, BaseException) and not isinstance(invocation, DBusCallError):
+            raise invocation
+        if with_invocation and not isinstance(invocation, BaseException):
             properties[INVOCATION_ID] = invocation_hex(invocation)
-        unit.properties = properties
-        return ""
+        return properties, ""
 
     async def _get(self, path: str, interface: str, prop: str):
         return await self._call(SYSTEMD, path, PROPERTIES, "Get", "ss", [interface, prop])
