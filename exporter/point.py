@@ -98,24 +98,27 @@ ORDER_CACHE_SIZE = 256
 _order_cache: dict[tuple, list] = {}
 
 
-def _sorted_keys(fields: dict) -> list:
+def _sorted_keys(fields: dict) -> tuple[list, bool]:
+    """(the field names in order, whether all are str: only those use the text tables)."""
     names = tuple(fields)
-    order = _order_cache.get(names)
-    if order is None:
-        order = sorted(names)
-        if all(type(k) is str for k in names):
+    found = _order_cache.get(names)
+    if found is None:
+        found = (sorted(names), all(type(k) is str for k in names))
+        if found[1]:
             if len(_order_cache) >= ORDER_CACHE_SIZE:
                 _order_cache.clear()
-            _order_cache[names] = order
-    return order
+            _order_cache[names] = found
+    return found
 
 
 def _fields(fields: dict) -> list[str]:
     """Each field's `name=value` text, in name order; None and non-finite floats left out."""
     texts = []
-    for key in _sorted_keys(fields):
+    order, str_keys = _sorted_keys(fields)
+    tables = _fragment_cache if str_keys else {}
+    for key in order:
         value = fields[key]
-        table = _fragment_cache.get(type(value)) if type(key) is str else None
+        table = tables.get(type(value))
         if table is None:
             text = _field(key, value)
             if text is not None:

@@ -207,6 +207,7 @@ class RecordParts:
     running: bool
     start_queued: bool
     skipped: bool            # its own Condition*= skipped it
+    start_failed: bool       # the service could not even start: a failure with no run
     grace_us: int
     max_runtime_us: int
 
@@ -244,6 +245,9 @@ class RecordParts:
                 "waiting", "running"),
             running=running, start_queued=bool(service and service.job_id and not running),
             skipped=skipped,
+            # Result start-limit-hit or resources, with no exec and so no run.
+            start_failed=(service is not None and not running and run_from(service.properties) is None
+                          and service.properties.get("Result", "success") != "success"),
             # systemd itself may start a run up to AccuracySec + RandomizedDelaySec late.
             grace_us=grace_us + timer.get("AccuracyUSec", 0) + timer.get("RandomizedDelayUSec", 0),
             max_runtime_us=max_runtime_us)
@@ -412,7 +416,8 @@ class TimersCollector:
             last_trigger_us=parts.last_trigger_us, last_run_start_us=memory.last_run_start_us,
             service_known=service is not None, start_queued=parts.start_queued,
             armed_since_us=memory.armed_since_us, running=parts.running,
-            last_failed=self._last_failed(service, memory, parts.running), watched=watched)
+            # The newest recorded run failed, or the service could not even start.
+            last_failed=bool(memory.consecutive_failures) or parts.start_failed, watched=watched)
         zone = verdict.candidate.zone if verdict.candidate else None
         if facts.calendar:
             fields.update(zone_fields(verdict))
@@ -467,16 +472,6 @@ class TimersCollector:
         if not may_have_new_runs(service, snapshot, memory):
             return (start if running else 0), []
         return (start if running else 0), record_runs(memory, runs_seen(service, snapshot))
-
-    @staticmethod
-    def _last_failed(service, memory: TimerMemory, running: bool) -> bool:
-        """The newest recorded run failed, or the service could not even start (Result
-        start-limit-hit or resources, with no exec and so no run)."""
-        if memory.consecutive_failures:
-            return True
-        if service is None or running or run_from(service.properties):
-            return False
-        return service.properties.get("Result", "success") != "success"
 
     def save(self) -> None:
         self.state.save()
