@@ -628,8 +628,10 @@ def filled(user_manager, influxdb, docker_engine, dnsmasq, tmp_path_factory):
         scenario.oom_kill("kap-limited")
         scenario.wait_ran("kap-stopped.service")
         user_manager.systemctl("stop", "kap-stopped.timer")
-        # The agent saw kap-removed (watched); then its unit file is deleted.
-        scenario.wait_rows('SELECT last("state") FROM "systemd_timer" WHERE "timer" = \'kap-removed.timer\'', "kap-removed")
+        # The agent saw kap-removed (watched) and one of its runs succeed (the removed point
+        # carries last_success); then its unit file is deleted.
+        scenario.wait_rows('SELECT last("last_success") FROM "systemd_timer" WHERE "timer" = '
+                           '\'kap-removed.timer\' AND "last_success" > 0', "kap-removed run")
         user_manager.systemctl("stop", "kap-removed.timer")
         user_manager.remove_unit("kap-removed.timer")
         user_manager.daemon_reload()
