@@ -79,7 +79,8 @@ LIVE_MODULES = {"test_delivery_influxdb", "test_docker_engine", "test_services",
                 "test_host_firewall", "test_native_service", "test_unprivileged",
                 "test_journal_remote", "test_bus_restart", "test_compose_fleet",
                 "test_fleet_alerts", "test_grafana_schema", "test_influxdb_users",
-                "test_schedule_zone_live", "test_secrets", "test_tls_and_prefix"}
+                "test_schedule_zone_live", "test_secrets", "test_tls_and_prefix",
+                "test_service_reads_live"}
 
 
 def pytest_configure(config):

@@ -7,7 +7,8 @@ InvocationID: its ExecMain* are 0 without asking). And the shortcut is taken onl
 import asyncio
 import copy
 
-from exporter.sources import systemd_dbus
+import pytest
+
 from exporter.sources.systemd_dbus import SystemdBus, UnitRecord, unit_path
 
 SERVICES = {
@@ -55,10 +56,8 @@ async def read_each_way(address):
             assert await source._fill_service(plain) == ""
             used = calls.get(unit_path(name), 0)
             assert await source._fill_service(freed, unloaded=True) == ""
-            wanted = [p for p in systemd_dbus.SERVICE_PROPERTIES if p not in source._unsupported]
-            if systemd_dbus.is_running(unit.active_state, unit.sub_state):
-                wanted.append("MemoryCurrent")
-            every.properties, error = await source._service_gets(unit_path(name), wanted, with_invocation=True)
+            every.properties, error = await source._service_gets(
+                unit_path(name), source.service_properties(unit), with_invocation=True)
             assert error == ""
             out[name] = (plain, freed, every, used)
         return out
@@ -70,12 +69,17 @@ def without_moving(record: UnitRecord) -> dict:
     return {k: v for k, v in record.properties.items() if k not in MOVING}
 
 
-def test_every_way_of_reading_a_service_gives_the_same_record(user_manager):
+@pytest.fixture(scope="module")
+def reads(user_manager):
+    """read_each_way() of the installed services, once for the module's tests."""
     install(user_manager)
     try:
-        reads = asyncio.run(read_each_way(user_manager.bus_address))
+        yield asyncio.run(read_each_way(user_manager.bus_address))
     finally:
         user_manager.systemctl("stop", *(f"{n}.timer" for n in SERVICES), "reads-running.service", check=False)
+
+
+def test_every_way_of_reading_a_service_gives_the_same_record(reads):
     assert set(reads) == {f"{n}.service" for n in SERVICES}
     for name, (plain, freed, every, _calls) in reads.items():
         assert without_moving(plain) == without_moving(every), name
@@ -87,12 +91,7 @@ def test_every_way_of_reading_a_service_gives_the_same_record(user_manager):
     assert reads["reads-running.service"][0].properties["InvocationID"] != ""
 
 
-def test_only_a_service_never_started_is_read_with_the_three_gets(user_manager):
-    install(user_manager)
-    try:
-        reads = asyncio.run(read_each_way(user_manager.bus_address))
-    finally:
-        user_manager.systemctl("stop", *(f"{n}.timer" for n in SERVICES), "reads-running.service", check=False)
+def test_only_a_service_never_started_is_read_with_the_three_gets(reads):
     calls = {name: used for name, (*_records, used) in reads.items()}
     # Result, InvocationID (and MemoryPeak where systemd >= 254 has it).
     assert calls["reads-never.service"] <= 3

@@ -831,14 +831,20 @@ class SystemdBus:
         unit.properties = {k: found[k] for k in TIMER_PROPERTIES + TIMER_UNIT_PROPERTIES if k in found}
         return ""
 
+    def service_properties(self, unit: UnitRecord) -> list[str]:
+        """The Service properties a record of `unit` holds (this systemd's, MemoryCurrent
+        while it runs), besides the Unit's InvocationID."""
+        wanted = [p for p in SERVICE_PROPERTIES if p not in self._unsupported]
+        if is_running(unit.active_state, unit.sub_state):
+            wanted.append("MemoryCurrent")
+        return wanted
+
     async def _fill_service(self, unit: UnitRecord, unloaded: bool = False) -> str:
         """A few Gets; or, for a unit systemd is likely to have freed (unloaded), one
         GetAll: systemd frees an unneeded unit between two calls and loads it from its
         files again for each (manager_dispatch_gc_unit_queue() runs between messages),
         so six Gets would load it six times. Both give the same properties."""
-        wanted = [p for p in SERVICE_PROPERTIES if p not in self._unsupported]
-        if is_running(unit.active_state, unit.sub_state):
-            wanted.append("MemoryCurrent")
+        wanted = self.service_properties(unit)
         if unloaded:
             try:  # every interface's: the Unit's InvocationID comes with the Service's
                 found = await self.get_all(unit.name, "")
@@ -859,10 +865,8 @@ class SystemdBus:
             properties, error = await self._service_gets(path, first, with_invocation=True)
             if error:
                 return error
-            if not properties.get(INVOCATION_ID) and properties.get("Result") == "success":
-                unit.properties = {p: properties.get(p, 0) for p in wanted
-                                   if p in properties or p in ZERO_UNTIL_STARTED}
-                unit.properties[INVOCATION_ID] = properties.get(INVOCATION_ID, "")
+            if properties.get(INVOCATION_ID) == "" and properties.get("Result") == "success":
+                unit.properties = {**properties, **{p: 0 for p in wanted if p in ZERO_UNTIL_STARTED}}
                 return ""
             rest, error = await self._service_gets(path, [p for p in wanted if p not in first])
             unit.properties = {**properties, **rest}
