@@ -5,6 +5,8 @@ v1 /write body and the v2 write body are the same bytes.
 """
 
 import math
+from itertools import compress
+from operator import is_not
 from dataclasses import dataclass, field
 
 FieldValue = bool | int | float | str
@@ -111,25 +113,56 @@ def _sorted_keys(fields: dict) -> tuple[list, bool]:
     return found
 
 
+def _fragment(tables: dict, key, value) -> str | None:
+    table = tables.get(type(value))
+    if table is None:
+        return _field(key, value)
+    text = table.get((key, value))
+    if text is None:
+        if len(table) >= FRAGMENT_CACHE_SIZE:
+            table.clear()
+        text = table[(key, value)] = _field(key, value)
+    return text
+
+
 def _fields(fields: dict) -> list[str]:
     """Each field's `name=value` text, in name order; None and non-finite floats left out."""
-    texts = []
     order, str_keys = _sorted_keys(fields)
     tables = _fragment_cache if str_keys else {}
-    for key in order:
-        value = fields[key]
-        table = tables.get(type(value))
-        if table is None:
-            text = _field(key, value)
-            if text is not None:
-                texts.append(text)
-            continue
-        text = table.get((key, value))
-        if text is None:
-            if len(table) >= FRAGMENT_CACHE_SIZE:
-                table.clear()
-            text = table[(key, value)] = _field(key, value)
-        texts.append(text)
+    texts = [_fragment(tables, key, fields[key]) for key in order]
+    return [text for text in texts if text is not None]
+
+
+# A series' fields from its last line: (names as built, names in order, values, texts).
+# A value that is the very object written last time (`is`: a field's value is a bool,
+# int, float or str, never changed in place) has the same text: a point reused from the
+# last sample (exporter.collectors.timers.SteadyPoint) has all but its clock fields so,
+# and the line is then made with C-level comparisons and three new texts, not thirty.
+_last_fields: dict[tuple, tuple] = {}
+
+
+def _series_fields(key: tuple, fields: dict) -> list[str]:
+    names = tuple(fields)
+    last = _last_fields.get(key)
+    if last is None or last[0] != names:
+        order, str_keys = _sorted_keys(fields)
+        values, texts = [fields[k] for k in order], _fields(fields)
+        if str_keys and len(texts) == len(order):  # none left out: one text per value
+            if len(_last_fields) >= SERIES_CACHE_SIZE:
+                del _last_fields[next(iter(_last_fields))]  # the oldest
+            _last_fields[key] = (names, order, values, texts)
+        return texts
+    _names, order, values, texts = last
+    now = list(map(fields.__getitem__, order))
+    changed = list(compress(range(len(order)), map(is_not, now, values)))
+    if changed:
+        texts = texts.copy()
+        for i in changed:
+            texts[i] = _fragment(_fragment_cache, order[i], now[i])
+        if None in texts:  # a value now left out: the texts no longer line up
+            del _last_fields[key]
+            return [text for text in texts if text is not None]
+        _last_fields[key] = (names, order, now, texts)
     return texts
 
 
@@ -156,21 +189,26 @@ SERIES_CACHE_SIZE = 8192
 _series_cache: dict[tuple, str] = {}
 
 
-def _cached_series(point: Point) -> str:
+def _series_key(point: Point) -> tuple | None:
+    """The series' cache key, or None: not cached (see SERIES_CACHE_SIZE)."""
     key = (point.measurement, *point.tags.items())
-    try:
-        return _series_cache[key]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable tag value: str() of it, uncached
-        return _series(point.measurement, point.tags)
-    text = _series(point.measurement, point.tags)
+    if key in _series_cache:
+        return key
     if type(point.measurement) is str and all(
             type(k) is str and type(v) is str for k, v in point.tags.items()):
         if len(_series_cache) >= SERIES_CACHE_SIZE:
             del _series_cache[next(iter(_series_cache))]  # the oldest
-        _series_cache[key] = text
-    return text
+        _series_cache[key] = _series(point.measurement, point.tags)
+        return key
+    return None
+
+
+def _cached_series(point: Point) -> str:
+    try:
+        key = _series_key(point)
+    except TypeError:  # an unhashable tag value: str() of it, uncached
+        key = None
+    return _series(point.measurement, point.tags) if key is None else _series_cache[key]
 
 
 def _line(point: Point, series=_cached_series) -> str:
@@ -182,8 +220,24 @@ def _line(point: Point, series=_cached_series) -> str:
     return f"{series(point)} {','.join(fields)} {point.time_ns}"
 
 
+def _reusing_line(point: Point) -> str:
+    """_line(point), reusing the texts of the series' last fields (_series_fields)."""
+    try:
+        key = _series_key(point)
+    except TypeError:
+        key = None
+    if key is None:
+        return _line(point)
+    fields = _series_fields(key, point.fields)
+    if not fields:
+        return ""
+    if not isinstance(point.time_ns, int):
+        raise ValueError(point.time_ns)
+    return f"{_series_cache[key]} {','.join(fields)} {point.time_ns}"
+
+
 def to_line_protocol(points: list[Point]) -> str:
     """Newline-terminated line protocol, escaped as influxdb-client's own Point code
     escapes it (sorted tags and fields, empty tags and non-finite floats dropped)."""
-    lines = [_line(point) for point in points]
+    lines = [_reusing_line(point) for point in points]
     return "".join(line + "\n" for line in lines if line)

@@ -153,10 +153,21 @@ def _iterate(specs: list[str], after_us: int, zone, first_pass: bool = False):
             yield usec
 
 
+# A horizon that never comes: "this answer stands for every later time".
+FOREVER_US = 2**63
+
+
 def occurrences(specs: list[str], after_us: int, until_us: int, zone,
                 limit: int = MAX_OCCURRENCES) -> list[int]:
     """Elapse times of the OnCalendar `specs` in (after_us, until_us], oldest first,
-    at most `limit` of them.
+    at most `limit` of them (see occurrences_steady)."""
+    return occurrences_steady(specs, after_us, until_us, zone, limit)[0]
+
+
+def occurrences_steady(specs: list[str], after_us: int, until_us: int, zone,
+                       limit: int = MAX_OCCURRENCES) -> tuple[list[int], int]:
+    """(occurrences(...), the first time before which asking with a later `until_us`
+    gives the same list: the first elapse past `until_us`).
 
     Memoized: the agent asks this for every timer on every sample, with the same
     `after_us` (the last run) and a later `until_us` (now). The iteration from one start
@@ -164,14 +175,16 @@ def occurrences(specs: list[str], after_us: int, until_us: int, zone,
     the `until_us` it was computed for (or forever once `limit` is reached or the
     schedule has no more)."""
     found = []
-    if not specs or until_us <= after_us:
-        return found
+    if not specs:
+        return found, FOREVER_US
+    if until_us <= after_us:
+        return found, after_us + 1
     key = (tuple(specs), after_us, zone, limit)
     hit = _OCCURRENCES.get(key)
     if hit is not None:
         until0, found0, beyond = hit
         if until0 <= until_us and (beyond is None or until_us < beyond):
-            return list(found0)
+            return list(found0), FOREVER_US if beyond is None else beyond
     beyond = None
     for usec in _iterate(specs, after_us, zone):
         if len(found) == limit:
@@ -181,7 +194,8 @@ def occurrences(specs: list[str], after_us: int, until_us: int, zone,
             break
         found.append(usec)
     _remember(_OCCURRENCES, key, (until_us, tuple(found), beyond))
-    return found
+    # None: the limit is reached or the schedule has no more; either way it stands.
+    return found, FOREVER_US if beyond is None else beyond
 
 
 def next_after(specs: list[str], after_us: int, zone) -> int:
@@ -190,7 +204,14 @@ def next_after(specs: list[str], after_us: int, zone) -> int:
 
 
 def latest_until(specs: list[str], until_us: int, zone) -> int:
-    """The last elapse at or before `until_us`; 0 when there is none.
+    """The last elapse at or before `until_us`; 0 when there is none (see latest_steady)."""
+    return latest_steady(specs, until_us, zone)[0]
+
+
+def latest_steady(specs: list[str], until_us: int, zone) -> tuple[int, int]:
+    """(latest_until(...), the first time before which a later `until_us` is vouched to
+    give the same elapse: the next elapse, or sooner where a window might start inside a
+    repeated hour; `until_us` itself when nothing is vouched for).
 
     oncalendar only iterates forwards, so look back over growing windows (an hour, a
     day, a month, a year, then the schedule's whole past) until one holds an elapse.
@@ -212,7 +233,7 @@ def latest_until(specs: list[str], until_us: int, zone) -> int:
         until0, last0, next0, zones, clear_until = hit
         if until0 <= until_us and (next0 is None or until_us < next0) and (
                 until_us < clear_until or _windows_clear(until_us, last0, zones)):
-            return last0
+            return last0, min(FOREVER_US if next0 is None else next0, clear_until)
     for window_s in _windows(until_us):
         after = max(until_us - window_s * 1_000_000, 0)
         last, following = 0, None
@@ -224,10 +245,11 @@ def latest_until(specs: list[str], until_us: int, zone) -> int:
         if last or after == 0:
             zones = _zones_of(specs, zone)
             if _windows_clear(until_us, last, zones):
-                _remember(_LATEST, key, (until_us, last, following, zones,
-                                         _clear_until(until_us, last, following, zones)))
-            return last
-    return 0
+                clear_until = _clear_until(until_us, last, following, zones)
+                _remember(_LATEST, key, (until_us, last, following, zones, clear_until))
+                return last, min(FOREVER_US if following is None else following, clear_until)
+            return last, until_us
+    return 0, until_us
 
 
 def _windows(until_us: int) -> tuple[int, ...]:
@@ -291,7 +313,9 @@ def _clear_until(until_us: int, last: int, following: int | None, zones: tuple) 
             offsets.update(moment.astimezone(z).utcoffset() for z in zones)
             if len(offsets) > len(zones) or _in_fold(min(probe, end), zones):
                 return 0
-        if end < last or end == 0:
+        # Every start swept is before `end`: at or before `last`, the window holds it
+        # and no larger one is looked at.
+        if end <= last or end == 0:
             break
     return following
 

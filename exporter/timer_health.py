@@ -5,9 +5,9 @@ Pure functions of what systemd reports, what the agent remembers and the clock.
 All times are integer microseconds since the epoch.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .schedule import latest_until, occurrences
+from .schedule import FOREVER_US, latest_steady, occurrences_steady
 
 # Most urgent first: the first state that applies is the timer's state. `removed` is
 # the collector's (a remembered watched timer whose unit is gone): evaluate() needs a unit.
@@ -45,6 +45,10 @@ class Health:
     expected_at_us: int = 0
     overdue_s: float = 0.0
     missed_runs: int = 0
+    # evaluate() of the same facts at any time from now until before this gives this very
+    # Health (0: it moves with the clock, as an overdue_s does): what lets the collector
+    # reuse a timer's point while nothing about it changes (TimersCollector.timer_points).
+    steady_until_us: int = field(default=0, compare=False)
 
 
 def vendor_unit(fragment_path: str) -> bool:
@@ -82,12 +86,15 @@ def _base(facts: TimerFacts) -> int:
     return facts.armed_since_us
 
 
-def _calendar(facts: TimerFacts, now_us: int, grace_us: int, zone) -> Health | None:
+def _calendar(facts: TimerFacts, now_us: int, grace_us: int, zone) -> Health:
     base = _base(facts)
-    expected = latest_until(facts.calendar, now_us, zone)
+    # Each answer comes with how long it stands (exporter.schedule): until the next
+    # elapse, at the latest.
+    expected, steady_until = latest_steady(facts.calendar, now_us, zone)
     if not base:
-        return Health("ok", expected)
-    due = occurrences(facts.calendar, base, now_us, zone)
+        return Health("ok", expected, steady_until_us=steady_until)
+    due, due_until = occurrences_steady(facts.calendar, base, now_us, zone)
+    steady_until = min(steady_until, due_until)
     # Every occurrence followed by a later one that has also come passed without a run.
     missed = max(len(due) - 1, 0)
     late = False
@@ -98,16 +105,20 @@ def _calendar(facts: TimerFacts, now_us: int, grace_us: int, zone) -> Health | N
         pending = facts.start_queued or (facts.armed and 0 < facts.next_elapse_us <= due[-1])
         late, missed = pending, missed + (0 if pending else 1)
     if not (missed or late):
-        return Health("ok", expected)
+        if due:  # due, still within its grace: late or missed once the grace is over
+            steady_until = min(steady_until, due[-1] + grace_us)
+        return Health("ok", expected, steady_until_us=steady_until)
     return Health("missed" if missed else "late", expected, (now_us - due[0]) / 1e6, missed)
 
 
 def _monotonic(facts: TimerFacts, now_us: int, grace_us: int) -> Health:
     deadline = facts.next_elapse_us if facts.armed else facts.remembered_next_us
-    if not deadline or deadline > now_us or _base(facts) >= deadline:
-        return Health("ok", facts.last_trigger_us)
+    if not deadline or _base(facts) >= deadline:
+        return Health("ok", facts.last_trigger_us, steady_until_us=FOREVER_US)
+    if deadline > now_us:
+        return Health("ok", facts.last_trigger_us, steady_until_us=deadline)
     if now_us < deadline + grace_us:
-        return Health("ok", deadline)
+        return Health("ok", deadline, steady_until_us=deadline + grace_us)
     if facts.armed or facts.start_queued:
         return Health("late", deadline, (now_us - deadline) / 1e6)
     periods = [usec for base, usec, _next in facts.monotonic if base in REPEATING and usec > 0]
@@ -134,6 +145,9 @@ def evaluate(facts: TimerFacts, now_us: int, grace_us: int, max_runtime_us: int,
             candidates.add("stopped")
         else:
             candidates = {"inactive"} | (candidates - {"missed", "late", "ok"})
-            health = Health("inactive", health.expected_at_us)
+            health = Health("inactive", health.expected_at_us,
+                            steady_until_us=health.steady_until_us)
     state = next(s for s in PRECEDENCE if s in candidates)
-    return Health(state, health.expected_at_us, health.overdue_s, health.missed_runs)
+    # A run in progress becomes an overrun with time: judged afresh every sample.
+    steady_until = 0 if facts.running else health.steady_until_us
+    return Health(state, health.expected_at_us, health.overdue_s, health.missed_runs, steady_until)

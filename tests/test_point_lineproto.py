@@ -114,7 +114,8 @@ def test_cached_escaping_writes_the_bytes_of_escaping_afresh(earlier, points, si
         for name in ("SERIES_CACHE_SIZE", "STRING_CACHE_SIZE", "FIELD_KEY_CACHE_SIZE",
                      "FRAGMENT_CACHE_SIZE", "ORDER_CACHE_SIZE"):
             patch.setattr(point_module, name, size)
-        for name in ("_series_cache", "_string_cache", "_field_key_cache", "_order_cache"):
+        for name in ("_series_cache", "_string_cache", "_field_key_cache", "_order_cache",
+                     "_last_fields"):
             patch.setattr(point_module, name, {})
         patch.setattr(point_module, "_fragment_cache", {bool: {}, int: {}, str: {}})
         to_line_protocol(earlier)  # fills the caches with other (and equal-keyed) entries
@@ -124,6 +125,7 @@ def test_cached_escaping_writes_the_bytes_of_escaping_afresh(earlier, points, si
         assert len(point_module._field_key_cache) <= size
         assert all(len(table) <= size for table in point_module._fragment_cache.values())
         assert len(point_module._order_cache) <= size
+        assert len(point_module._last_fields) <= size
     assert first == again == uncached(points)
     if all(type(v) is str for p in points for v in p.tags.values()):
         assert first == theirs(points)
@@ -136,3 +138,19 @@ def test_a_series_key_is_escaped_once_and_reused():
     assert text.count("systemd_timer,host=h,timer=a\\ b.timer x=") == 3
     assert point_module._series_cache == {
         ("systemd_timer", ("host", "h"), ("timer", "a b.timer")): "systemd_timer,host=h,timer=a\\ b.timer"}
+
+
+def test_a_series_reuses_the_texts_of_the_values_it_wrote_last_and_only_those():
+    """The texts of a series' last line are reused for the very same value objects:
+    an equal value of another type (1, True, 1.0), a changed one, a value now left out
+    (None, nan) or new names are written afresh."""
+    point_module._last_fields.clear()
+    same = "a str kept"
+    samples = [{"a": 1, "b": same, "c": 2.5}, {"a": True, "b": same, "c": 2.5},
+               {"a": 1.0, "b": same, "c": float("nan")}, {"a": 1, "b": same, "c": None},
+               {"a": 1, "b": same, "c": 3.5}, {"b": same, "a": 1, "c": 3.5},
+               {"a": 1, "b": same}, {"a": 1, "b": same, "c": 3.5}]
+    for fields in samples:
+        point = Point("m", {"host": "h"}, fields, 7)
+        assert to_line_protocol([point]) == theirs([point]), fields
+    assert to_line_protocol([Point("m", {"host": "h"}, {"a": None}, 7)]) == ""

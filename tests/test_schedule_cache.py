@@ -2,6 +2,7 @@
 every timer on every sample). A memoized answer must equal a fresh computation at every
 moment, DST fall-back and spring-forward included (issue 9)."""
 
+from bisect import bisect_left
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -72,3 +73,34 @@ def test_limit_and_a_clock_going_back():
     assert len(occurrences(specs, base, late + 10**9, zone, limit=100)) == 100
     earlier = occurrences(specs, base, base + 12_000_000, zone, limit=100)  # clock went back
     assert earlier == [base + 5_000_000, base + 10_000_000]
+
+
+@pytest.mark.parametrize("zone", ZONES, ids=str)
+@pytest.mark.parametrize("start", [datetime(2026, 10, 24, 12, tzinfo=timezone.utc),
+                                   datetime(2026, 3, 28, 12, tzinfo=timezone.utc),
+                                   datetime(2026, 4, 4, 6, tzinfo=timezone.utc)],
+                         ids=["autumn", "spring", "lord-howe"])
+def test_an_answer_stands_until_its_horizon(zone, start):
+    """latest_steady / occurrences_steady vouch for their answer until a horizon: every
+    later moment before it gets the same answer worked out afresh, DST included (what
+    lets the collector reuse a timer's point, exporter.timer_health.Health.steady_until_us)."""
+    schedule._LATEST.clear()
+    schedule._OCCURRENCES.clear()
+    vouched = 0
+    for specs in SPECS:
+        base = to_usec(start) - 5 * 3600 * 1_000_000
+        moments = list(sweep(start, 40))
+        for i, until in enumerate(moments):
+            last, last_until = schedule.latest_steady(specs, until, zone)
+            due, due_until = schedule.occurrences_steady(specs, base, until, zone)
+            # The next moment, and the last one before each horizon (the telling one).
+            laters = {moments[j] for j in (i + 1, bisect_left(moments, last_until) - 1,
+                                           bisect_left(moments, due_until) - 1)
+                      if i < j < len(moments)}
+            for later in sorted(laters):
+                if later < last_until:
+                    vouched += 1
+                    assert fresh(latest_until, specs, later, zone) == last, (specs, until, later)
+                if later < due_until:
+                    assert fresh(occurrences, specs, base, later, zone) == due, (specs, until, later)
+    assert vouched > 0

@@ -203,3 +203,49 @@ def test_far_future_schedule_is_safe():
               armed_since_us=at("2026-11-25 00:00:00"))
     health = judge(f, at("2026-11-25 12:00:00"))
     assert (health.state, health.expected_at_us) == ("ok", 0)
+
+
+def steady_cases(day: int) -> dict:
+    """Timers in every kind of state, on the days around 2026-10-`day` 12:00 UTC."""
+    def t(offset_h: float) -> int:
+        return at(f"2026-10-{day:02d} 12:00:00") + int(offset_h * HOUR)
+    hourly = [("OnUnitActiveUSec", HOUR, 0)]
+    return {
+        "daily ran": facts(last_run_start_us=t(-8), next_elapse_us=t(16)),
+        "never ran": facts(armed_since_us=t(-4)),
+        "not seen armed": facts(),
+        "failed": facts(last_run_start_us=t(-8), last_failed=True),
+        "stopped": facts(armed=False, last_run_start_us=t(-8)),
+        "inactive": facts(armed=False, watched=False, last_run_start_us=t(-8)),
+        "queued": facts(last_run_start_us=t(-32), start_queued=True),
+        "every 20 min": facts(calendar=["*:0/20"], last_run_start_us=t(0)),
+        "monotonic": facts(calendar=(), monotonic=hourly, next_elapse_us=t(3),
+                           last_run_start_us=t(2)),
+        "monotonic stopped": facts(calendar=(), armed=False, monotonic=hourly,
+                                   remembered_next_us=t(3), last_run_start_us=t(2)),
+    }
+
+
+@pytest.mark.parametrize("zone", [UTC, BERLIN], ids=str)
+@pytest.mark.parametrize("day", [24, 28], ids=["dst-change", "quiet"])  # EU fall-back: the 25th
+@pytest.mark.parametrize("case", sorted(steady_cases(24)))
+def test_a_health_stands_until_its_steady_horizon(case, day, zone):
+    """evaluate() says until when its answer stands (steady_until_us): judged afresh at
+    any moment before that, the same facts give the same Health, across a DST change too
+    (where the horizon is allowed to be cautious, not wrong)."""
+    f = steady_cases(day)[case]
+    step = 7 * MIN + 13_000_000
+    moments = list(range(at(f"2026-10-{day:02d} 12:00:00"), at(f"2026-10-{day + 2:02d} 12:00:00"), step))
+    steady = 0
+    for i, now in enumerate(moments):
+        health = judge(f, now, zone)
+        assert health.steady_until_us == 0 or health.overdue_s == 0.0
+        for later in moments[i + 1:]:
+            if later >= health.steady_until_us:
+                break
+            steady += 1
+            assert judge(f, later, zone) == health, (case, now, later)
+    if case == "queued":  # late from the start: overdue_s moves, nothing stands
+        assert steady == 0
+    elif day == 28 or zone is UTC:
+        assert steady > 0

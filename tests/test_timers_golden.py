@@ -60,9 +60,11 @@ def _reread(record, **service_properties):
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in GOLDEN.glob("*.json")))
 def test_a_sample_reusing_its_records_writes_what_working_everything_out_afresh_writes(name, monkeypatch):
-    """RecordParts (worked out once per record object) is exact: samples of the same
-    record objects, later, then of re-read records with a new run, give the bytes of a
-    collector that works every point out afresh, memory and all."""
+    """RecordParts (worked out once per record object) and SteadyPoint (a point reused
+    while nothing but the clock moves) are exact: samples of the same record objects,
+    every few minutes for two days (elapses, graces running out), then of re-read records
+    with a new run, give the bytes of a collector that works every point out afresh,
+    memory and all."""
     from dataclasses import replace
     from exporter.collectors import timers as timers_module
     from exporter.sources.systemd_dbus import TimersSnapshot
@@ -74,14 +76,21 @@ def test_a_sample_reusing_its_records_writes_what_working_everything_out_afresh_
                 ExecMainStatus=3, ExecMainCode=1) if i % 2 else r
         for i, r in enumerate(snapshot.timers)])
     samples = [(snapshot, now), (snapshot, _later(now, 30)),
-               (replace(snapshot, timers=list(snapshot.timers)), _later(now, 3600)),
-               (reread, _later(now, 3605)), (reread, _later(now, 86400 * 2))]
+               (replace(snapshot, timers=list(snapshot.timers)), _later(now, 3600))]
+    samples += [(snapshot, _later(now, 3600 + s)) for s in range(1733, 2 * 86400, 1733)]
+    samples += [(reread, _later(now, 3 * 86400 + 5)), (reread, _later(now, 3 * 86400 + 6)),
+                (reread, _later(now, 86400 * 5))]
     reusing = TimersCollector(None, config, "golden-host")
     afresh = TimersCollector(None, config, "golden-host")
+    stood, stands = [], timers_module.SteadyPoint.stands
+    monkeypatch.setattr(timers_module.SteadyPoint, "stands",
+                        lambda self, *args: stood.append(stands(self, *args)) or stood[-1])
     written = [to_line_protocol(reusing.points(s, t)) for s, t in samples]
     made = []
     monkeypatch.setattr(timers_module.RecordParts, "made_from",
                         lambda self, *args: made.append(1) and False)
+    monkeypatch.setattr(timers_module.SteadyPoint, "stands", lambda self, *args: False)
     assert [to_line_protocol(afresh.points(s, t)) for s, t in samples] == written
     assert len(made) >= len(snapshot.timers) * (len(samples) - 1)  # never reused afresh
     assert len(set(written)) == len(samples)  # the samples do differ
+    assert sum(stood) > len(samples)  # and points were reused
