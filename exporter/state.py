@@ -57,7 +57,11 @@ class StateFile:
         return f"{manager}/{timer}"
 
     def timer(self, manager: str, timer: str) -> TimerMemory:
-        return self.timers.setdefault(self.key(manager, timer), TimerMemory())
+        key = self.key(manager, timer)
+        memory = self.timers.get(key)  # (asked for every timer every sample: no new
+        if memory is None:             # TimerMemory made just to be thrown away)
+            memory = self.timers[key] = TimerMemory()
+        return memory
 
     def remembered(self, manager: str) -> dict[str, TimerMemory]:
         """{timer: memory} of the timers of this manager the agent remembers."""

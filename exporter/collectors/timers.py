@@ -15,7 +15,7 @@ from ..clock import Now, read_after
 from ..config import TimersConfig
 from ..durations import format_timespan_usec
 from ..point import Point
-from ..schedule import ScheduleError
+from ..schedule import FOREVER_US, ScheduleError
 from ..schedule_zone import Check, Verdict, ZoneFinder, names_zone
 from ..sources.systemd_dbus import RUNNING_STATES, RunRecord, is_running, run_from  # noqa: F401
 from ..sources.zones import own_candidates
@@ -338,15 +338,20 @@ class TimersCollector:
         self.zones.set_candidates(await self.zone_sources.read())
 
     def _calendar_checks(self, snapshot, now: Now) -> dict[str, list[Check]]:
-        """{timer: its checks}, worked out once per sample (find_zone, then points). The
-        snapshot itself is kept to tell samples apart (an id() could be reused)."""
-        checked = getattr(self, "_checks_of", None)
-        if checked is None or checked[0] is not snapshot or checked[1] != now.realtime_us:
-            self._checks_of = (snapshot, now.realtime_us, {
-                record.timer.name: [c for c in self._parts(record, snapshot.manager).checks
-                                    if c.next_us > now.realtime_us]
-                for record in snapshot.timers})
-        return self._checks_of[2]
+        """{timer: its checks still to come}, worked out again only for other records (a
+        source hands over the same list while it read nothing new) or once a check kept
+        comes due: a check left out has come and stays so. The list itself is kept to
+        tell records apart (an id() could be reused)."""
+        known = getattr(self, "_checks_of", None)
+        if (known is None or known[0] is not snapshot.timers or known[1] != snapshot.manager
+                or known[2] is not self.config or not known[3] <= now.realtime_us < known[4]):
+            checks = {record.timer.name: [c for c in self._parts(record, snapshot.manager).checks
+                                          if c.next_us > now.realtime_us]
+                      for record in snapshot.timers}
+            until = min((c.next_us for found in checks.values() for c in found), default=FOREVER_US)
+            self._checks_of = known = (snapshot.timers, snapshot.manager, self.config,
+                                       now.realtime_us, until, checks)
+        return known[5]
 
     def _parts(self, record, manager: str) -> "RecordParts":
         """The record's RecordParts, made again only for another record (or config)."""

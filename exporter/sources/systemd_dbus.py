@@ -370,6 +370,7 @@ class SystemdBus:
         self._listed: set[str] = set()
         self._timers: dict[str, UnitRecord] = {}
         self._armed: dict[str, int] = {}
+        self._records_made: list[TimerRecord] | None = None  # see _records()
         self._services: dict[str, UnitRecord] = {}
         self._service_errors: dict[str, str] = {}
         self._dirty: set[str] = set()   # units a signal said changed since they were read
@@ -658,6 +659,18 @@ class SystemdBus:
         return TimersSnapshot(self.kind, self._records(), runs)
 
     def _records(self) -> list[TimerRecord]:
+        """The records, as a list made again only after a unit was (re-)read or dropped:
+        a steady sample hands over the very list of the last one (the collector keys
+        what it works out per sample on it)."""
+        if self._records_made is None:
+            self._records_made = self._make_records()
+        return self._records_made
+
+    def _changing(self) -> None:
+        """Called before the cached records change: _records() makes them again."""
+        self._records_made = None
+
+    def _make_records(self) -> list[TimerRecord]:
         records = []
         for name in sorted(self._timers):
             timer = self._timers[name]
@@ -677,6 +690,7 @@ class SystemdBus:
         self._signalled = set()
         names, in_memory = await self._list_timers()
         self._listed = set(names)
+        self._changing()
         self._timers, self._armed = {}, {}
         await self._read_timer_units(names)
         self._services, self._service_errors = {}, {}
@@ -715,6 +729,7 @@ class SystemdBus:
             names = set(await self.timer_names())
             new |= names - self._listed
             for gone in self._listed - names - new:
+                self._changing()
                 self._timers.pop(gone, None)
                 self._armed.pop(gone, None)
             self._listed = names
@@ -722,6 +737,7 @@ class SystemdBus:
         await self._read_timer_units(sorted(n for n in self._listed if n in dirty or n in new))
         wanted = {t.properties["Unit"] for t in self._timers.values()}
         for gone in set(self._services) - wanted:
+            self._changing()
             del self._services[gone]
             self._service_errors.pop(gone, None)
         stale = sorted(n for n in wanted if n in dirty or n not in self._services)
@@ -752,6 +768,8 @@ class SystemdBus:
     async def _read_timer_units(self, names: list[str]) -> None:
         """(Re-)read these timers into the cache; one not loaded (any more) leaves it."""
         self.stats.units_read += len(names)
+        if names:
+            self._changing()
         units = await self.units_by_name(names)
         for name in names:
             self._timers.pop(name, None)
@@ -769,6 +787,8 @@ class SystemdBus:
         """unloaded: services likely not in memory (their timer was not, or systemd freed
         them), read with one GetAll (see _fill_service)."""
         self.stats.units_read += len(names)
+        if names:
+            self._changing()
         services = await self.units_by_name(names)
         for name in names:
             self._services.pop(name, None)
