@@ -19,6 +19,7 @@ import random
 import time
 
 from .outputs import OutputError
+from .point import count_lines
 from .redact import redact
 
 log = logging.getLogger("tick_exporter.delivery")
@@ -124,7 +125,7 @@ class DeliveryWorker:
             self.last_error, self.last_ok = str(err), False
             return err
         self.last_duration = time.perf_counter() - started
-        points = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+        points = count_lines(text, comments=False)
         self.written_points += points
         self.period_points += points
         self.last_ok = True

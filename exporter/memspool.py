@@ -3,6 +3,7 @@ exporter.spool.Spool, same drop-oldest cap, nothing survives a restart."""
 
 from collections import deque
 
+from .point import count_lines
 from .spool import Batch
 
 
@@ -20,7 +21,7 @@ class MemorySpool:
     def append(self, lines: str, sample_time_ns: int) -> None:
         if not lines:
             return
-        points = sum(1 for line in lines.splitlines() if line)
+        points = count_lines(lines)
         self.records.append((self.next_sequence, sample_time_ns, points, lines))
         self.next_sequence += 1
         self.size += len(lines)

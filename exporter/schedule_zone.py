@@ -88,10 +88,14 @@ class ZoneFinder:
         self._checked = False     # the winner agreed with systemd (now or last time it could)
         self._disagreed: frozenset = frozenset()  # checks no candidate agrees with
         self._logged: tuple | None = None
+        # Per timer, (the checks list it was judged on, its Verdict), while the decision
+        # stands: a steady sample hands over the same lists (TimersCollector._calendar_checks).
+        self._verdicts: dict[str, tuple[list, Verdict]] = {}
 
     def set_candidates(self, candidates: list[Candidate]) -> None:
         if candidates != self.candidates:
             self.candidates, self._decided_for, self._rows = list(candidates), None, {}
+            self._verdicts = {}
             if self._winner in self.candidates:
                 self._index = self.candidates.index(self._winner)
             else:
@@ -110,6 +114,10 @@ class ZoneFinder:
         since the candidates were read: read them again)."""
         return any(not any(self._row(c)) for c in checks)
 
+    def undecided(self) -> bool:
+        """Since the candidates were last set, no decision was made."""
+        return self._decided_for is None
+
     def decide(self, checks: list[Check]) -> None:
         """Pick the zone: the first candidate that agrees with every check, else the one
         that agrees with most (a timer it disagrees with is judged by systemd). With no
@@ -118,7 +126,7 @@ class ZoneFinder:
         key = frozenset(checks)
         if key == self._decided_for:
             return
-        self._decided_for = key
+        self._decided_for, self._verdicts = key, {}
         rows = [self._row(c) for c in checks]
         scores = [sum(column) for column in zip(*rows)] if rows else [0] * len(self.candidates)
         if checks:
@@ -134,6 +142,14 @@ class ZoneFinder:
     def verdict(self, timer: str, checks: list[Check]) -> Verdict:
         """`checks`: this timer's own; a timer without any (stopped, due right now) is
         judged in the zone found for the armed ones."""
+        known = self._verdicts.get(timer)
+        if known is not None and known[0] is checks:
+            return known[1]
+        found = self._verdict(checks)
+        self._verdicts[timer] = (checks, found)
+        return found
+
+    def _verdict(self, checks: list[Check]) -> Verdict:
         if self._winner is None:
             if self._disagreed:
                 return Verdict(None, False, self._mismatch(checks or list(self._disagreed)))

@@ -50,6 +50,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+from .point import count_lines
+
 log = logging.getLogger("tick_exporter.spool")
 
 MAGIC = b"\xf5TKS"
@@ -130,7 +132,7 @@ def _points_in(data: bytes, start: int, stop: int) -> int:
         if start + HEADER.size + length == stop:
             return points
         start += HEADER.size
-    return sum(1 for line in data[start:stop].splitlines() if line)
+    return count_lines(data[start:stop].decode("utf-8", "replace"))
 
 
 class _Segment:
@@ -350,7 +352,7 @@ class Spool:
     def append(self, lines: str, sample_time_ns: int) -> None:
         """Make one sample's line protocol durable: on disk, fsynced, when this returns.
         Raises OSError only when the disk refuses the write; a full spool never does."""
-        points = sum(1 for line in lines.splitlines() if line)
+        points = count_lines(lines)
         if not points:
             return
         if self._dir_fd is None:

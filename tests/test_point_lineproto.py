@@ -154,3 +154,12 @@ def test_a_series_reuses_the_texts_of_the_values_it_wrote_last_and_only_those():
         point = Point("m", {"host": "h"}, fields, 7)
         assert to_line_protocol([point]) == theirs([point]), fields
     assert to_line_protocol([Point("m", {"host": "h"}, {"a": None}, 7)]) == ""
+
+
+@pytest.mark.parametrize("text", ["", "\n", "a 1\n", "a 1", "a 1\nb 2\n", "\n\na 1\n\n\nb 2",
+                                  "# c\na 1\n#d\n", "#only", "a s=\"x\ry\u2028z\" 1\n"])
+def test_count_lines_counts_what_influxdb_takes_as_lines(text):
+    from exporter.point import count_lines
+    lines = [line for line in text.split("\n") if line]
+    assert count_lines(text) == len(lines)
+    assert count_lines(text, comments=False) == len([x for x in lines if not x.startswith("#")])

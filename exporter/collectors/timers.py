@@ -106,12 +106,17 @@ def record_timer_fields(record) -> dict:
 def clock_timer_fields(last_trigger_us: int, next_us: int, now: Now) -> dict:
     """The timer's fields that move with the clock (a monotonic deadline's wall-clock
     time too: next_elapse_us)."""
-    fields = {"next_elapse": to_unix_s(next_us)}
+    return {"next_elapse": to_unix_s(next_us), **clock_ages(last_trigger_us, next_us, now)}
+
+
+def clock_ages(last_trigger_us: int, next_us: int, now: Now) -> dict:
+    """The fields that change every sample, even when nothing else does."""
+    ages = {}
     if last_trigger_us:
-        fields["since_last_s"] = (now.realtime_us - last_trigger_us) / 1e6
+        ages["since_last_s"] = (now.realtime_us - last_trigger_us) / 1e6
     if next_us:
-        fields["until_next_s"] = (next_us - now.realtime_us) / 1e6
-    return fields
+        ages["until_next_s"] = (next_us - now.realtime_us) / 1e6
+    return ages
 
 
 def new_runs(memory: TimerMemory, runs: list[RunRecord]) -> list[RunRecord]:
@@ -305,6 +310,8 @@ class TimersCollector:
         self.zone_sources = zone_sources
         self.zones = ZoneFinder(own_candidates(config.timezone))
         self._zone_sources_read = False
+        self._zone_checked_for: dict | None = None  # the checks find_zone last looked at
+        self._decided_for: dict | None = None       # the checks the zone was last decided on
         self._unexplained_seen: frozenset = frozenset()
         # A JournalReader (exporter.sources.journal), or None: no run lines at all.
         self.journal = journal if config.journal != "off" else None
@@ -330,7 +337,11 @@ class TimersCollector:
         of such elapses, not every sample."""
         if self.zone_sources is None:
             return
-        checks = [c for found in self._calendar_checks(snapshot, now).values() for c in found]
+        by_timer = self._calendar_checks(snapshot, now)
+        if self._zone_sources_read and by_timer is self._zone_checked_for:
+            return  # the very checks of the last sample: nothing new to explain
+        self._zone_checked_for = by_timer
+        checks = [c for found in by_timer.values() for c in found]
         unexplained = frozenset(c for c in checks if self.zones.unexplained([c]))
         if self._zone_sources_read and unexplained <= self._unexplained_seen:
             return
@@ -372,7 +383,9 @@ class TimersCollector:
         checks = self._calendar_checks(snapshot, now)
         # Every armed timer of the manager is evidence for its zone, watched or not.
         self.zones.manager = snapshot.manager
-        self.zones.decide([c for found in checks.values() for c in found])
+        if checks is not self._decided_for or self.zones.undecided():
+            self.zones.decide([c for found in checks.values() for c in found])
+            self._decided_for = checks
         points = []
         for record in snapshot.timers:
             if self._settings(record.timer.name)[0]:
@@ -443,7 +456,8 @@ class TimersCollector:
         next_us = next_elapse_us(record.timer.properties, now)
         steady = self._steady_memo.get(name)
         if steady is not None and steady.stands(record, parts, memory, verdict, next_us, snapshot, now):
-            fields = {**steady.fields, **clock_timer_fields(parts.last_trigger_us, next_us, now)}
+            # next_us is one of its inputs: only the ages moved.
+            fields = {**steady.fields, **clock_ages(parts.last_trigger_us, next_us, now)}
             return [Point("systemd_timer", parts.tags, fields, now.time_ns)]
         if next_us:
             memory.next_elapse_us = next_us

@@ -24,6 +24,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any, Callable, Iterable
 
 from dbus_fast import Message, MessageType, Variant
@@ -161,6 +162,7 @@ def bus_address(bus: str, environ=os.environ) -> str:
     return bus
 
 
+@lru_cache(maxsize=4096)  # a running service's path is asked for every sample
 def unit_path(name: str) -> str:
     """Object path of a unit, escaped as systemd's unit_dbus_path_from_name() does:
     every byte outside [A-Za-z0-9] (and a leading digit) becomes _xx in hex."""
