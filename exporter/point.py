@@ -88,24 +88,18 @@ def _field(key: str, value) -> str | None:
     raise ValueError(f'Type: "{type(value)}" of field: "{name}" is not supported.')
 
 
-# A field's text is mostly the same from sample to sample ("state=\"ok\"",
-# "last_exit_code=0i"): the text of each (name, value) of the exact types bool, int and
-# str is kept, one table per type (True == 1, yet they write "true" and "1i"). Floats
-# are left out: an age changes every sample. A table that reaches FRAGMENT_CACHE_SIZE
-# entries is emptied (a timer's new run brings new values; old ones are not reused).
-FRAGMENT_CACHE_SIZE = 16384
-_fragment_cache: dict[type, dict[tuple, str]] = {bool: {}, int: {}, str: {}}
 # The sorted field names of each set of names seen (a collector builds the same few).
 ORDER_CACHE_SIZE = 256
-_order_cache: dict[tuple, list] = {}
+_order_cache: dict[tuple, tuple] = {}
 
 
-def _sorted_keys(fields: dict) -> tuple[list, bool]:
-    """(the field names in order, whether all are str: only those use the text tables)."""
+def _sorted_keys(fields: dict) -> tuple[list, bool, tuple]:
+    """(the field names in order, whether all are str, the names as built: one tuple
+    shared by every point built alike)."""
     names = tuple(fields)
     found = _order_cache.get(names)
     if found is None:
-        found = (sorted(names), all(type(k) is str for k in names))
+        found = (sorted(names), all(type(k) is str for k in names), names)
         if found[1]:
             if len(_order_cache) >= ORDER_CACHE_SIZE:
                 _order_cache.clear()
@@ -113,57 +107,75 @@ def _sorted_keys(fields: dict) -> tuple[list, bool]:
     return found
 
 
-def _fragment(tables: dict, key, value) -> str | None:
-    table = tables.get(type(value))
-    if table is None:
-        return _field(key, value)
-    text = table.get((key, value))
-    if text is None:
-        if len(table) >= FRAGMENT_CACHE_SIZE:
-            table.clear()
-        text = table[(key, value)] = _field(key, value)
-    return text
-
-
 def _fields(fields: dict) -> list[str]:
     """Each field's `name=value` text, in name order; None and non-finite floats left out."""
-    order, str_keys = _sorted_keys(fields)
-    tables = _fragment_cache if str_keys else {}
-    texts = [_fragment(tables, key, fields[key]) for key in order]
+    texts = [_field(key, fields[key]) for key in _sorted_keys(fields)[0]]
     return [text for text in texts if text is not None]
 
 
-# A series' fields from its last line: (names as built, names in order, values, texts).
-# A value that is the very object written last time (`is`: a field's value is a bool,
-# int, float or str, never changed in place) has the same text: a point reused from the
-# last sample (exporter.collectors.timers.SteadyPoint) has all but its clock fields so,
-# and the line is then made with C-level comparisons and three new texts, not thirty.
-_last_fields: dict[tuple, tuple] = {}
+class _LastFields:
+    """A series' last fields: their names, values in name order, which of them changed
+    from the line before (`moving`), and the text between those (`frame`)."""
+    __slots__ = ("names", "order", "values", "moving", "frame")
+
+    def __init__(self, names: tuple, order: list, values: list):
+        self.names, self.order, self.values = names, order, values
+        self.moving: list[int] | None = None
+        self.frame: list[str] = []
+
+    def texts(self) -> list[str | None]:
+        return [_field(key, value) for key, value in zip(self.order, self.values)]
+
+    def frame_around(self, moving: list[int]) -> list[str] | None:
+        """The texts between the moving fields, commas included: len(moving) + 1 of
+        them. None when a field is left out (None, nan): the line is then made afresh."""
+        texts = self.texts()
+        if None in texts:
+            return None
+        bounds, frame = [-1, *moving, len(texts)], []
+        for j in range(len(moving) + 1):
+            middle = ",".join(texts[bounds[j] + 1:bounds[j + 1]])
+            before = "," if j > 0 else ""            # after the moving field before it
+            after = "," if j < len(moving) else ""   # before the moving field after it
+            frame.append(before + middle + after if middle else (
+                "," if before and after else ""))
+        return frame
 
 
-def _series_fields(key: tuple, fields: dict) -> list[str]:
+# Per series, its _LastFields (None: written once; runs' series mostly are). A value that
+# is the very object written last time (`is`: a field's value is a bool, int, float or
+# str, never changed in place) has the same text. A point reused from the last sample
+# (exporter.collectors.timers.SteadyPoint) has all but its two ages so: its line is its
+# frame with two new texts, found by C-level comparisons, not thirty texts joined anew.
+_last_fields: dict[tuple, _LastFields | None] = {}
+
+
+def _series_fields(key: tuple, fields: dict) -> str:
+    """The fields' text of a point of series `key` ("" when none is written)."""
+    last = _last_fields.get(key, False)
     names = tuple(fields)
-    last = _last_fields.get(key)
-    if last is None or last[0] != names:
-        order, str_keys = _sorted_keys(fields)
-        values, texts = [fields[k] for k in order], _fields(fields)
-        if str_keys and len(texts) == len(order):  # none left out: one text per value
+    if not last or last.names != names:
+        order, str_keys, shared = _sorted_keys(fields)
+        if str_keys:
             if len(_last_fields) >= SERIES_CACHE_SIZE:
                 del _last_fields[next(iter(_last_fields))]  # the oldest
-            _last_fields[key] = (names, order, values, texts)
-        return texts
-    _names, order, values, texts = last
-    now = list(map(fields.__getitem__, order))
-    changed = list(compress(range(len(order)), map(is_not, now, values)))
-    if changed:
-        texts = texts.copy()
-        for i in changed:
-            texts[i] = _fragment(_fragment_cache, order[i], now[i])
-        if None in texts:  # a value now left out: the texts no longer line up
-            del _last_fields[key]
-            return [text for text in texts if text is not None]
-        _last_fields[key] = (names, order, now, texts)
-    return texts
+            _last_fields[key] = None if last is False else _LastFields(
+                shared, order, [fields[k] for k in order])
+        return ",".join(_fields(fields))
+    values = list(map(fields.__getitem__, last.order))
+    moving = list(compress(range(len(values)), map(is_not, values, last.values)))
+    last.values = values
+    if moving != last.moving:
+        last.moving, last.frame = moving, last.frame_around(moving)
+    if last.frame is None:
+        return ",".join(_fields(fields))
+    if not moving:
+        return last.frame[0]
+    texts = [_field(last.order[i], values[i]) for i in moving]
+    if None in texts:
+        last.moving = None  # made again next time
+        return ",".join(_fields(fields))
+    return "".join([piece for pair in zip(last.frame, texts) for piece in pair] + last.frame[-1:])
 
 
 def _series(measurement, tags: dict) -> str:
@@ -189,9 +201,10 @@ SERIES_CACHE_SIZE = 8192
 _series_cache: dict[tuple, str] = {}
 
 
-def _series_key(point: Point) -> tuple | None:
-    """The series' cache key, or None: not cached (see SERIES_CACHE_SIZE)."""
-    key = (point.measurement, *point.tags.items())
+def _series_key(point: Point, key: tuple | None = None) -> tuple | None:
+    """The series' cache key, or None: not cached (see SERIES_CACHE_SIZE). `key`: the
+    key already built, kept as the one key object of both caches."""
+    key = key or (point.measurement, *point.tags.items())
     if key in _series_cache:
         return key
     if type(point.measurement) is str and all(
@@ -225,7 +238,7 @@ def _reusing_line(point: Point) -> str:
     key = (point.measurement, *point.tags.items())
     try:
         series = _series_cache.get(key)
-        if series is None and _series_key(point) is not None:
+        if series is None and _series_key(point, key) is not None:
             series = _series_cache[key]
     except TypeError:  # an unhashable tag value
         series = None
@@ -236,7 +249,7 @@ def _reusing_line(point: Point) -> str:
         return ""
     if not isinstance(point.time_ns, int):
         raise ValueError(point.time_ns)
-    return f"{series} {','.join(fields)} {point.time_ns}"
+    return f"{series} {fields} {point.time_ns}"
 
 
 def to_line_protocol(points: list[Point]) -> str:

@@ -75,8 +75,8 @@ def test_a_value_of_another_type_is_refused_like_influxdb_client():
 
 
 # What repeats between samples is escaped once and kept: the series key (measurement +
-# tags), field names, string values, whole `name=value` texts, the field order. The bytes must be those of escaping every point
-# afresh, whatever was written before, including values that are equal as dict keys but
+# tags), field names, string values, the field order, a series' last field texts. The
+# bytes must be those of escaping every point afresh, whatever was written before, including values that are equal as dict keys but
 # not as text (1, True, 1.0) and caches that overflow.
 _TAG_VALUES = st.one_of(st.text(' ,="\\\n\t\rabc0é', max_size=4), st.none(), st.integers(-1, 2),
                         st.booleans(), st.sampled_from([1.0, 0.0]))
@@ -98,8 +98,8 @@ def uncached(points):
                       lambda key: str(key).translate(point_module._ESCAPE_KEY))
         patch.setattr(point_module, "_string_value",
                       lambda value: value.translate(point_module._ESCAPE_STRING))
-        patch.setattr(point_module, "_fragment_cache", {})  # no table: every field afresh
-        patch.setattr(point_module, "_sorted_keys", lambda fields: (sorted(fields), False))
+        patch.setattr(point_module, "_sorted_keys",
+                      lambda fields: (sorted(fields), False, tuple(fields)))
         lines = [point_module._line(p, series=point_module._cached_series) for p in points]
     return "".join(line + "\n" for line in lines if line)
 
@@ -112,18 +112,16 @@ def uncached(points):
 def test_cached_escaping_writes_the_bytes_of_escaping_afresh(earlier, points, size):
     with pytest.MonkeyPatch.context() as patch:
         for name in ("SERIES_CACHE_SIZE", "STRING_CACHE_SIZE", "FIELD_KEY_CACHE_SIZE",
-                     "FRAGMENT_CACHE_SIZE", "ORDER_CACHE_SIZE"):
+                     "ORDER_CACHE_SIZE"):
             patch.setattr(point_module, name, size)
         for name in ("_series_cache", "_string_cache", "_field_key_cache", "_order_cache",
                      "_last_fields"):
             patch.setattr(point_module, name, {})
-        patch.setattr(point_module, "_fragment_cache", {bool: {}, int: {}, str: {}})
         to_line_protocol(earlier)  # fills the caches with other (and equal-keyed) entries
         first, again = to_line_protocol(points), to_line_protocol(points)
         assert len(point_module._series_cache) <= size
         assert len(point_module._string_cache) <= size
         assert len(point_module._field_key_cache) <= size
-        assert all(len(table) <= size for table in point_module._fragment_cache.values())
         assert len(point_module._order_cache) <= size
         assert len(point_module._last_fields) <= size
     assert first == again == uncached(points)
@@ -163,3 +161,25 @@ def test_count_lines_counts_what_influxdb_takes_as_lines(text):
     lines = [line for line in text.split("\n") if line]
     assert count_lines(text) == len(lines)
     assert count_lines(text, comments=False) == len([x for x in lines if not x.startswith("#")])
+
+
+
+_SAMPLE_VALUES = st.one_of(_FIELD_VALUES, st.none(), st.just(float("nan")), st.floats(-1e3, 1e3))
+
+
+@settings(max_examples=200, deadline=None)
+@given(names=st.lists(st.sampled_from(["a", "b", "c", "d e", "f=", "g"]), min_size=1,
+                      max_size=6, unique=True), data=st.data())
+def test_a_series_written_sample_after_sample_writes_the_bytes_of_writing_it_afresh(names, data):
+    """The frame of a series' unchanged texts (point._LastFields): whichever fields change
+    from one sample to the next (to None, nan, another type, back), and in whichever
+    order the fields are built, each line is the line written afresh."""
+    point_module._last_fields.clear()
+    values = {name: data.draw(_SAMPLE_VALUES) for name in names}
+    for _sample in range(8):
+        changing = data.draw(st.sets(st.sampled_from(names)))
+        values = {**values, **{name: data.draw(_SAMPLE_VALUES) for name in changing}}
+        if data.draw(st.booleans()):
+            values = dict(reversed(values.items()))
+        point = Point("m", {"host": "h"}, dict(values), 1)
+        assert to_line_protocol([point]) == uncached([point])

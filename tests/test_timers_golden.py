@@ -85,12 +85,20 @@ def test_a_sample_reusing_its_records_writes_what_working_everything_out_afresh_
     stood, stands = [], timers_module.SteadyPoint.stands
     monkeypatch.setattr(timers_module.SteadyPoint, "stands",
                         lambda self, *args: stood.append(stands(self, *args)) or stood[-1])
-    written = [to_line_protocol(reusing.points(s, t)) for s, t in samples]
+    def sample(collector, snapshot, now, remember=True):
+        pending = [(timer, run.exit_us, later) for timer, _, run, later in collector.unwritten_runs(snapshot)]
+        text = to_line_protocol(collector.points(snapshot, now))
+        if not remember:
+            collector._runs_recorded_for = None  # unwritten_runs looks at every record
+        return pending, text
+
+    written = [sample(reusing, s, t) for s, t in samples]
     made = []
     monkeypatch.setattr(timers_module.RecordParts, "made_from",
                         lambda self, *args: made.append(1) and False)
     monkeypatch.setattr(timers_module.SteadyPoint, "stands", lambda self, *args: False)
-    assert [to_line_protocol(afresh.points(s, t)) for s, t in samples] == written
+    assert [sample(afresh, s, t, remember=False) for s, t in samples] == written
     assert len(made) >= len(snapshot.timers) * (len(samples) - 1)  # never reused afresh
-    assert len(set(written)) == len(samples)  # the samples do differ
+    assert len({text for _, text in written}) == len(samples)  # the samples do differ
+    assert any(pending for pending, _ in written)  # and some had runs to look up
     assert sum(stood) > len(samples)  # and points were reused

@@ -311,6 +311,7 @@ class TimersCollector:
         self.zones = ZoneFinder(own_candidates(config.timezone))
         self._zone_sources_read = False
         self._zone_checked_for: dict | None = None  # the checks find_zone last looked at
+        self._runs_recorded_for: tuple | None = None  # (records, config) points() went through
         self._decided_for: dict | None = None       # the checks the zone was last decided on
         self._unexplained_seen: frozenset = frozenset()
         # A JournalReader (exporter.sources.journal), or None: no run lines at all.
@@ -392,6 +393,7 @@ class TimersCollector:
                 verdict = self.zones.verdict(record.timer.name, checks[record.timer.name])
                 points += self.timer_points(record, snapshot, now, verdict, logs or {})
         self._forget_parts_except(set(checks))
+        self._runs_recorded_for = (snapshot.timers, self.config)  # see unwritten_runs
         return points + self.removed_points(snapshot, now)
 
     def removed_points(self, snapshot, now: Now) -> list[Point]:
@@ -421,6 +423,12 @@ class TimersCollector:
     def unwritten_runs(self, snapshot):
         """(timer, service, run, later run's start or 0) of every run the next points()
         writes, without recording them."""
+        recorded = self._runs_recorded_for
+        if (not snapshot.runs and recorded is not None and recorded[0] is snapshot.timers
+                and recorded[1] is self.config):
+            # The very records the last points() went through, every run in them recorded
+            # since, and no run signalled: none is new (asked every sample, 1000 timers).
+            return
         for record in snapshot.timers:
             if record.service is None or not self._settings(record.timer.name)[0]:
                 continue

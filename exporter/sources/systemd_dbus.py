@@ -373,6 +373,7 @@ class SystemdBus:
         self._timers: dict[str, UnitRecord] = {}
         self._armed: dict[str, int] = {}
         self._records_made: list[TimerRecord] | None = None  # see _records()
+        self._kept: dict[str, Any] = {}  # see _derived()
         self._services: dict[str, UnitRecord] = {}
         self._service_errors: dict[str, str] = {}
         self._dirty: set[str] = set()   # units a signal said changed since they were read
@@ -669,8 +670,20 @@ class SystemdBus:
         return self._records_made
 
     def _changing(self) -> None:
-        """Called before the cached records change: _records() makes them again."""
-        self._records_made = None
+        """Called before the cached records change: _records() makes them again, and
+        _derived() what it keeps."""
+        self._records_made, self._kept = None, {}
+
+    def _derived(self, name: str, make: Callable[[], Any]):
+        """make(), a function of the cached records, made again only after they changed
+        (a steady sample with 1000 timers would otherwise go through them all, again)."""
+        if name not in self._kept:
+            self._kept[name] = make()
+        return self._kept[name]
+
+    def _running_services(self) -> list[UnitRecord]:
+        return [s for name, s in self._services.items() if not self._service_errors.get(name)
+                and is_running(s.active_state, s.sub_state)]
 
     def _make_records(self) -> list[TimerRecord]:
         records = []
@@ -736,19 +749,18 @@ class SystemdBus:
                 self._armed.pop(gone, None)
             self._listed = names
         self._listed |= new
-        await self._read_timer_units(sorted(n for n in self._listed if n in dirty or n in new))
-        wanted = {t.properties["Unit"] for t in self._timers.values()}
-        for gone in set(self._services) - wanted:
+        await self._read_timer_units(sorted(self._listed & (dirty | new)))
+        wanted = self._derived("wanted", lambda: {t.properties["Unit"] for t in self._timers.values()})
+        for gone in self._services.keys() - wanted:
             self._changing()
             del self._services[gone]
             self._service_errors.pop(gone, None)
-        stale = sorted(n for n in wanted if n in dirty or n not in self._services)
+        # A service not read yet (or not found last time: tried again) and the signalled.
+        stale = sorted((wanted & dirty) | (wanted - self._services.keys()))
         await self._read_services(stale, unloaded=freed)
-        self._watched = set(self._services)
+        self._watched = self._derived("watched", lambda: set(self._services))
         fresh = set(stale)
-        running = [s for name, s in self._services.items() if name not in fresh
-                   and not self._service_errors.get(name)
-                   and is_running(s.active_state, s.sub_state)]
+        running = [s for s in self._derived("running", self._running_services) if s.name not in fresh]
         await each(self._read_unsignaled, running)
         self._settled.update(name for name, record in before.items()
                              if record is not None and record == self._record_of(name))
