@@ -5,9 +5,9 @@ v1 /write body and the v2 write body are the same bytes.
 """
 
 import math
+from dataclasses import dataclass, field
 from itertools import compress
 from operator import is_not
-from dataclasses import dataclass, field
 
 FieldValue = bool | int | float | str
 

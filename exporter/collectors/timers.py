@@ -279,7 +279,8 @@ class SteadyPoint:
 
     @staticmethod
     def _inputs(record, parts, memory, verdict, next_us) -> tuple:
-        # The verdict is made anew each sample: its values are compared, not the object.
+        # A verdict is made anew whenever the zone is decided again: its values are
+        # compared, not the object.
         return (parts, memory, _MEMORY_VALUES(memory), verdict.candidate, verdict.checked,
                 verdict.error, next_us, record.armed_since_us)
 
