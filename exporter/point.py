@@ -164,9 +164,14 @@ def _series_fields(key: tuple, fields: dict) -> str:
         return ",".join(_fields(fields))
     values = list(map(fields.__getitem__, last.order))
     moving = list(compress(range(len(values)), map(is_not, values, last.values)))
-    last.values = values
     if moving != last.moving:
+        # Forgotten first: a value of a type no line can hold raises in frame_around,
+        # and the next line must raise again, not reuse texts of older values.
+        del _last_fields[key]
+        last.values = values
         last.moving, last.frame = moving, last.frame_around(moving)
+        _last_fields[key] = last
+    last.values = values
     if last.frame is None:
         return ",".join(_fields(fields))
     if not moving:

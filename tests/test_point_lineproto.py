@@ -183,3 +183,18 @@ def test_a_series_written_sample_after_sample_writes_the_bytes_of_writing_it_afr
             values = dict(reversed(values.items()))
         point = Point("m", {"host": "h"}, dict(values), 1)
         assert to_line_protocol([point]) == uncached([point])
+
+
+def test_a_value_no_line_can_hold_raises_again_in_the_next_line_of_its_series():
+    """A refused value leaves no half-made frame behind: the same fields raise again,
+    and the next good ones are written as afresh."""
+    point_module._last_fields.clear()
+    fields = {"a": 1.5, "b": 2.5, "c": "keep"}
+    for age in (1.0, 2.0, 3.0):
+        to_line_protocol([Point("m", {"host": "h"}, {**fields, "a": age}, 1)])
+    bad = {**fields, "b": 9.75, "c": [1]}
+    for age in (4.0, 4.5):  # only the age moves, as in the lines before
+        with pytest.raises(ValueError):
+            to_line_protocol([Point("m", {"host": "h"}, {**bad, "a": age}, 1)])
+    good = Point("m", {"host": "h"}, {**fields, "a": 5.0, "b": 9.75}, 1)
+    assert to_line_protocol([good]) == uncached([good])

@@ -78,6 +78,7 @@ def test_a_sample_reusing_its_records_writes_what_working_everything_out_afresh_
     samples = [(snapshot, now), (snapshot, _later(now, 30)),
                (replace(snapshot, timers=list(snapshot.timers)), _later(now, 3600))]
     samples += [(snapshot, _later(now, 3600 + s)) for s in range(1733, 2 * 86400, 1733)]
+    samples += [(snapshot, _later(now, 3600 + s)) for s in (86400 + 7, 3, 86400 * 2 + 9)]  # clock stepped back
     samples += [(reread, _later(now, 3 * 86400 + 5)), (reread, _later(now, 3 * 86400 + 6)),
                 (reread, _later(now, 86400 * 5))]
     reusing = TimersCollector(None, config, "golden-host")

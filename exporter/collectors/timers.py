@@ -274,6 +274,7 @@ class SteadyPoint:
     idle timer is then a comparison and a dict copy: judging and building a point again
     cost about two thirds of a 1000-timer sample (issue 18)."""
     inputs: tuple
+    from_us: int   # the health stands from this moment (a clock stepped back: judged again)
     until_us: int
     fields: dict
 
@@ -285,13 +286,14 @@ class SteadyPoint:
                 verdict.error, next_us, record.armed_since_us)
 
     @classmethod
-    def of(cls, record, parts, memory, verdict, next_us, until_us, fields) -> "SteadyPoint":
+    def of(cls, record, parts, memory, verdict, next_us, now: Now, until_us, fields) -> "SteadyPoint":
         # Taken after the sample updated the memory: the updates a sample makes are the
         # same again for the same inputs, so a sample that reuses this point skips them.
-        return cls(cls._inputs(record, parts, memory, verdict, next_us), until_us, fields)
+        return cls(cls._inputs(record, parts, memory, verdict, next_us), now.realtime_us,
+                   until_us, fields)
 
     def stands(self, record, parts, memory, verdict, next_us, snapshot, now: Now) -> bool:
-        return (now.realtime_us < self.until_us
+        return (self.from_us <= now.realtime_us < self.until_us
                 and (record.service is None or record.service.name not in snapshot.runs)
                 and self.inputs == self._inputs(record, parts, memory, verdict, next_us))
 
@@ -522,7 +524,7 @@ class TimersCollector:
             # failed run's lines while the timer's last run failed.
             fields["last_failure_log"] = memory.last_failure_log if memory.consecutive_failures else ""
         if not runs and health.steady_until_us > now.realtime_us:
-            self._steady_memo[name] = SteadyPoint.of(record, parts, memory, verdict, next_us,
+            self._steady_memo[name] = SteadyPoint.of(record, parts, memory, verdict, next_us, now,
                                                      health.steady_until_us, fields)
         else:
             self._steady_memo.pop(name, None)
