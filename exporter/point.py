@@ -164,14 +164,13 @@ def _series_fields(key: tuple, fields: dict) -> str:
         return ",".join(_fields(fields))
     values = list(map(fields.__getitem__, last.order))
     moving = list(compress(range(len(values)), map(is_not, values, last.values)))
+    last.values = values
     if moving != last.moving:
         # Forgotten first: a value of a type no line can hold raises in frame_around,
         # and the next line must raise again, not reuse texts of older values.
         del _last_fields[key]
-        last.values = values
         last.moving, last.frame = moving, last.frame_around(moving)
         _last_fields[key] = last
-    last.values = values
     if last.frame is None:
         return ",".join(_fields(fields))
     if not moving:
@@ -230,12 +229,16 @@ def _cached_series(point: Point) -> str:
 
 
 def _line(point: Point, series=_cached_series) -> str:
-    fields = _fields(point.fields)
-    if not fields:  # a point without fields has no line
+    return _joined(lambda: series(point), ",".join(_fields(point.fields)), point.time_ns)
+
+
+def _joined(series, fields: str, time_ns) -> str:
+    """`series fields time`; "" for a point without fields (it has no line)."""
+    if not fields:
         return ""
-    if not isinstance(point.time_ns, int):
-        raise ValueError(point.time_ns)
-    return f"{series(point)} {','.join(fields)} {point.time_ns}"
+    if not isinstance(time_ns, int):
+        raise ValueError(time_ns)
+    return f"{series()} {fields} {time_ns}"
 
 
 def _reusing_line(point: Point) -> str:
@@ -249,12 +252,7 @@ def _reusing_line(point: Point) -> str:
         series = None
     if series is None:
         return _line(point)
-    fields = _series_fields(key, point.fields)
-    if not fields:
-        return ""
-    if not isinstance(point.time_ns, int):
-        raise ValueError(point.time_ns)
-    return f"{series} {fields} {point.time_ns}"
+    return _joined(lambda: series, _series_fields(key, point.fields), point.time_ns)
 
 
 def to_line_protocol(points: list[Point]) -> str:

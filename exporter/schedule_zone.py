@@ -91,6 +91,7 @@ class ZoneFinder:
         # Per timer, (the checks list it was judged on, its Verdict), while the decision
         # stands: a steady sample hands over the same lists (TimersCollector._calendar_checks).
         self._verdicts: dict[str, tuple[list, Verdict]] = {}
+        self._decided_dict: dict | None = None  # what decide_for() last decided on
 
     def set_candidates(self, candidates: list[Candidate]) -> None:
         if candidates != self.candidates:
@@ -114,9 +115,13 @@ class ZoneFinder:
         since the candidates were read: read them again)."""
         return any(not any(self._row(c)) for c in checks)
 
-    def undecided(self) -> bool:
-        """Since the candidates were last set, no decision was made."""
-        return self._decided_for is None
+    def decide_for(self, by_timer: dict[str, list[Check]]) -> None:
+        """decide() on every timer's checks; again only for another dict (the collector
+        hands over the same one while no check changed) or other candidates."""
+        if by_timer is self._decided_dict and self._decided_for is not None:
+            return
+        self.decide([c for found in by_timer.values() for c in found])
+        self._decided_dict = by_timer
 
     def decide(self, checks: list[Check]) -> None:
         """Pick the zone: the first candidate that agrees with every check, else the one

@@ -282,7 +282,7 @@ class SteadyPoint:
     def _inputs(record, parts, memory, verdict, next_us) -> tuple:
         # A verdict is made anew whenever the zone is decided again: its values are
         # compared, not the object.
-        return (parts, memory, _MEMORY_VALUES(memory), verdict.candidate, verdict.checked,
+        return (parts, _MEMORY_VALUES(memory), verdict.candidate, verdict.checked,
                 verdict.error, next_us, record.armed_since_us)
 
     @classmethod
@@ -315,7 +315,6 @@ class TimersCollector:
         self._zone_sources_read = False
         self._zone_checked_for: dict | None = None  # the checks find_zone last looked at
         self._runs_recorded_for: tuple | None = None  # (records, config) points() went through
-        self._decided_for: dict | None = None       # the checks the zone was last decided on
         self._unexplained_seen: frozenset = frozenset()
         # A JournalReader (exporter.sources.journal), or None: no run lines at all.
         self.journal = journal if config.journal != "off" else None
@@ -387,9 +386,7 @@ class TimersCollector:
         checks = self._calendar_checks(snapshot, now)
         # Every armed timer of the manager is evidence for its zone, watched or not.
         self.zones.manager = snapshot.manager
-        if checks is not self._decided_for or self.zones.undecided():
-            self.zones.decide([c for found in checks.values() for c in found])
-            self._decided_for = checks
+        self.zones.decide_for(checks)
         points = []
         for record in snapshot.timers:
             if self._settings(record.timer.name)[0]:
