@@ -5,7 +5,6 @@ Exit status: 0 success, 2 bad configuration or usage (every problem listed on st
 """
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
@@ -35,7 +34,6 @@ def build_collectors(config: Config, state) -> list:
         from .collectors.timers import TimersCollector
         from .sources.journal import JournalReader
         from .sources.systemd_dbus import SystemdBus
-        from .sources.journal import JournalReader
         from .sources.zones import ZoneSources
         bus = SystemdBus(config.timers.bus, include=config.timers.include, wants=config.timers.wants)
         journal = JournalReader(config.timers.journal_directories, config.timers.journal_lines,
@@ -170,6 +168,8 @@ def _health(config: Config) -> int:
 
 
 async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:
+    import asyncio  # (see leave_out_openssl_unless_needed)
+
     from .agent import Agent
     try:
         direct, spool, workers = build_delivery(config, outputs)
@@ -198,9 +198,11 @@ async def _run(config: Config, outputs: set[str], on_stdin: bool) -> int:
     return 0
 
 
-async def stdin_lines(stop: asyncio.Event):
+async def stdin_lines(stop: "asyncio.Event"):
     """One item per line read on stdin (Telegraf execd's signal = "STDIN"); ends at EOF,
     when Telegraf closes our stdin, or when `stop` is set."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -327,6 +329,9 @@ def _main(argv: list[str] | None) -> int:
     except ConfigError as err:
         return _config_errors(err.problems)
     warn_if_secret_readable(config)
+    if args.command == "run":
+        leave_out_openssl_unless_needed(config, enabled_outputs(config, args.output))
+    import asyncio  # after that: asyncio imports ssl when it can
     if args.command == "check-config":
         print(f"{config.source}: configuration is valid")
         return 0
@@ -345,6 +350,27 @@ def _main(argv: list[str] | None) -> int:
     if problems:
         return _config_errors(problems)
     return asyncio.run(_run(config, outputs, args.signal == "stdin"))
+
+
+def needs_tls(config: Config, outputs: set[str]) -> bool:
+    """Whether `run` with these outputs speaks TLS: InfluxDB over https, or the v2 API
+    (influxdb-client's REST layer imports ssl whatever the URL)."""
+    return "influxdb" in outputs and (config.influxdb.url.lower().startswith("https:")
+                                      or config.influxdb.api == "v2")
+
+
+def leave_out_openssl_unless_needed(config: Config, outputs: set[str]) -> None:
+    """Mark ssl and _hashlib as absent for a `run` that speaks no TLS, before asyncio and
+    dbus-fast are imported. asyncio (base_events.py, sslproto.py), http.client and
+    urllib.request each import ssl when it can be imported and work without it
+    (`except ImportError: ssl = None`); hashlib, imported by dbus_fast.introspection,
+    falls back to its built-in md5/sha1/sha2/sha3/blake2 without _hashlib. Either maps
+    OpenSSL's libcrypto (~3.4 MiB of a 1000-timer agent's RSS, libssl beside it) into
+    an agent that writes to stdout or to InfluxDB over http (issue 18). A module already
+    imported (tests that run the CLI in process) is left alone."""
+    if not needs_tls(config, outputs):
+        for name in ("ssl", "_hashlib"):
+            sys.modules.setdefault(name, None)
 
 
 def _config_errors(problems: list[str]) -> int:

@@ -129,3 +129,43 @@ def test_a_missing_ca_file_is_a_configuration_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "exporter", "check-config"], env=env,
                           capture_output=True, text=True)
     assert done.returncode == 2 and "output.influxdb.ca_file" in done.stderr
+
+
+def _openssl_mapped(pid: int) -> set[str]:
+    """OpenSSL's libraries and Python's bindings to them mapped into a process."""
+    with open(f"/proc/{pid}/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "/" in line}
+    return {os.path.basename(p) for p in paths
+            if any(name in os.path.basename(p) for name in ("libssl", "libcrypto", "_ssl.", "_hashlib."))}
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_openssl_is_mapped_only_into_an_agent_that_speaks_tls(tls, test_ca, user_manager, tmp_path):
+    """A `run` that reads timers (dbus-fast imports hashlib) and delivers to InfluxDB over
+    http never maps libcrypto (~3.4 MiB of RSS, issue 18); over https it does, and
+    delivers. The hashes it uses (D-Bus's DBUS_COOKIE_SHA1) have built-in fallbacks."""
+    with InfluxDB1(tls=(test_ca["server.pem"], test_ca["server.key"]) if tls else None) as influx:
+        env = {**agent(tmp_path, influx.url, "v1", test_ca["ca.pem"] if tls else ""),
+               "TICK_EXPORTER_TIMERS_ENABLED": "true",
+               "TICK_EXPORTER_TIMERS_BUS": user_manager.bus_address}
+        out_path = tmp_path / "run.out"
+        with open(out_path, "w") as out, open(tmp_path / "run.err", "w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "exporter", "run", "--output", "stdout",
+                                     "--output", "influxdb"], stdout=out, stderr=err, env=env)
+            try:
+                # The timers collector sampled the bus (dbus-fast imported), and the
+                # sample reached InfluxDB.
+                wait_until(lambda: _has_db(influx) and influx.rows(
+                    "SELECT success FROM exporter WHERE host = 'edge-1' AND component = 'timers' "
+                    "AND success = true", DB),
+                    timeout=60, interval=0.3,
+                    message=lambda: f"the timers' sample in InfluxDB; stderr: {(tmp_path / 'run.err').read_text()[-1500:]}")
+                mapped = _openssl_mapped(proc.pid)
+            finally:
+                proc.terminate()
+                proc.wait(60)
+    assert " ERROR " not in (tmp_path / "run.err").read_text()
+    if tls:
+        assert any(name.startswith(("libssl", "_ssl.")) for name in mapped), mapped
+    else:
+        assert mapped == set()

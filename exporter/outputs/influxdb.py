@@ -8,7 +8,6 @@ Both send the same line-protocol bytes, timestamps in nanoseconds.
 import base64
 import gzip
 import json
-import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,8 +31,11 @@ def _v1_writer(config: InfluxDBConfig):
         headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
     # Verified always; against ca_file when given, else the system's trust store. Made
     # for https only: loading the system's store costs ~2 MiB, for nothing over http.
-    tls = (ssl.create_default_context(cafile=config.ca_file or None)
-           if config.url.lower().startswith("https:") else None)
+    tls, untrusted = None, ()
+    if config.url.lower().startswith("https:"):
+        import ssl  # only here: an agent that speaks no TLS never loads OpenSSL (exporter/tls.py)
+        tls = ssl.create_default_context(cafile=config.ca_file or None)
+        untrusted = ssl.SSLCertVerificationError
 
     def post(target: str, body: bytes, content_headers: dict) -> bytes:
         request = urllib.request.Request(target, data=body, headers={**headers, **content_headers},
@@ -48,7 +50,7 @@ def _v1_writer(config: InfluxDBConfig):
                               parse_retry_after(err.headers.get("Retry-After"))) from err
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            if isinstance(reason, ssl.SSLCertVerificationError):
+            if isinstance(reason, untrusted):
                 raise OutputError(f"cannot reach {config.url}: its TLS certificate is not trusted "
                                   f"({reason.verify_message}); set output.influxdb.ca_file to the "
                                   "CA that signed it") from err
