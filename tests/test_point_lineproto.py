@@ -185,6 +185,44 @@ def test_a_series_written_sample_after_sample_writes_the_bytes_of_writing_it_afr
         assert to_line_protocol([point]) == uncached([point])
 
 
+@settings(max_examples=300, deadline=None)
+@given(names=st.lists(st.sampled_from(["a", "b", "c", "d e", "f=", "g"]), min_size=1,
+                      max_size=6, unique=True), data=st.data())
+def test_a_reused_point_writes_the_bytes_of_writing_it_afresh(names, data):
+    """Point.reused (base, moved), as SteadyPoint hands it over, mixed with plain points
+    and with other bases: whichever names move (to None, nan, another type, back), a base
+    kept over samples or replaced, each line is the line written afresh."""
+    point_module._last_fields.clear()
+    base = {name: data.draw(_SAMPLE_VALUES) for name in names}
+    for _sample in range(10):
+        if data.draw(st.booleans()):  # a new base (the point was worked out again)
+            changing = data.draw(st.sets(st.sampled_from(names)))
+            base = {**base, **{name: data.draw(_SAMPLE_VALUES) for name in changing}}
+        if _sample == 0 or data.draw(st.booleans()):  # mostly the same names move again
+            moved_names = data.draw(st.lists(st.sampled_from(names), unique=True))
+        moved = {name: data.draw(_SAMPLE_VALUES) for name in moved_names}
+        fields = {**base, **moved}
+        reused = (base, moved) if data.draw(st.integers(0, 3)) else None  # mostly reused
+        point = Point("m", {"host": "h"}, fields, 1, reused)
+        assert to_line_protocol([point]) == uncached([point])
+
+
+def test_a_reused_point_takes_the_frame_and_only_the_moved_texts(monkeypatch):
+    """The shortcut is taken: once a line of the base was framed with the same names
+    moving (a series' third line: the first is kept as nothing, the second as values),
+    the next reused line formats only the moved fields."""
+    point_module._last_fields.clear()
+    base = {"a": 1.5, "b": "keep", "c": 7}
+    for age in (1.0, 2.0, 2.5):
+        to_line_protocol([Point("m", {"host": "h"}, {**base, "a": age}, 1, (base, {"a": age}))])
+    formatted = []
+    real = point_module._field
+    monkeypatch.setattr(point_module, "_field", lambda k, v: formatted.append(k) or real(k, v))
+    point = Point("m", {"host": "h"}, {**base, "a": 3.0}, 1, (base, {"a": 3.0}))
+    assert to_line_protocol([point]) == 'm,host=h a=3,b="keep",c=7i 1\n'
+    assert formatted == ["a"]
+
+
 def test_a_value_no_line_can_hold_raises_again_in_the_next_line_of_its_series():
     """A refused value leaves no half-made frame behind: the same fields raise again,
     and the next good ones are written as afresh."""

@@ -464,9 +464,11 @@ class TimersCollector:
         next_us = next_elapse_us(record.timer.properties, now)
         steady = self._steady_memo.get(name)
         if steady is not None and steady.stands(record, parts, memory, verdict, next_us, snapshot, now):
-            # next_us is one of its inputs: only the ages moved.
-            fields = {**steady.fields, **clock_ages(parts.last_trigger_us, next_us, now)}
-            return [Point("systemd_timer", parts.tags, fields, now.time_ns)]
+            # next_us is one of its inputs: only the ages moved (and the serialiser is
+            # told so: Point.reused).
+            ages = clock_ages(parts.last_trigger_us, next_us, now)
+            return [Point("systemd_timer", parts.tags, {**steady.fields, **ages}, now.time_ns,
+                          (steady.fields, ages))]
         if next_us:
             memory.next_elapse_us = next_us
         watched = self._watched(record, parts, memory)
