@@ -101,13 +101,13 @@ ORDER_CACHE_SIZE = 256
 _order_cache: dict[tuple, tuple] = {}
 
 
-def _sorted_keys(fields: dict) -> tuple[list, bool, tuple]:
-    """(the field names in order, whether all are str, the names as built: one tuple
-    shared by every point built alike)."""
+def _sorted_keys(fields: dict) -> tuple[list, bool]:
+    """(the field names in order, whether all are str): one list shared by every point
+    built alike."""
     names = tuple(fields)
     found = _order_cache.get(names)
     if found is None:
-        found = (sorted(names), all(type(k) is str for k in names), names)
+        found = (sorted(names), all(type(k) is str for k in names))
         if found[1]:
             if len(_order_cache) >= ORDER_CACHE_SIZE:
                 _order_cache.clear()
@@ -122,14 +122,14 @@ def _fields(fields: dict) -> list[str]:
 
 
 class _LastFields:
-    """A series' last fields: their names, values in name order, which of them changed
+    """A series' last fields: their names in order, their values, which of them changed
     from the line before (`moving`), and the text between those (`frame`); `base` and
     `moved` (the names, `moved_names` in name order) when the frame is known to be that
     of a Point.reused base with those moving."""
-    __slots__ = ("names", "order", "values", "moving", "frame", "base", "moved", "moved_names")
+    __slots__ = ("order", "values", "moving", "frame", "base", "moved", "moved_names")
 
-    def __init__(self, names: tuple, order: list, values: list):
-        self.names, self.order, self.values = names, order, values
+    def __init__(self, order: list, values: list):
+        self.order, self.values = order, values
         self.moving: list[int] | None = None
         self.frame: list[str] = []
         self.base = self.moved = self.moved_names = None
@@ -198,12 +198,12 @@ def _series_fields(key: tuple, fields: dict, reused: tuple[dict, dict] | None = 
     except KeyError:
         values = None
     if values is None:
-        order, str_keys, shared = _sorted_keys(fields)
+        order, str_keys = _sorted_keys(fields)
         if str_keys:
             if len(_last_fields) >= SERIES_CACHE_SIZE:
                 del _last_fields[next(iter(_last_fields))]  # the oldest
             _last_fields[key] = None if last is False else _LastFields(
-                shared, order, [fields[k] for k in order])
+                order, [fields[k] for k in order])
         return ",".join(_fields(fields))
     moving = list(compress(range(len(values)), map(is_not, values, last.values)))
     last.values = values

@@ -99,7 +99,7 @@ def uncached(points):
         patch.setattr(point_module, "_string_value",
                       lambda value: value.translate(point_module._ESCAPE_STRING))
         patch.setattr(point_module, "_sorted_keys",
-                      lambda fields: (sorted(fields), False, tuple(fields)))
+                      lambda fields: (sorted(fields), False))
         lines = [point_module._line(p, series=point_module._cached_series) for p in points]
     return "".join(line + "\n" for line in lines if line)
 

@@ -33,7 +33,7 @@ def _v1_writer(config: InfluxDBConfig):
     # for https only: loading the system's store costs ~2 MiB, for nothing over http.
     tls, untrusted = None, ()
     if config.url.lower().startswith("https:"):
-        import ssl  # only here: an agent that speaks no TLS never loads OpenSSL (exporter/tls.py)
+        import ssl  # only here: a `run` that speaks no TLS never loads OpenSSL (cli.py)
         tls = ssl.create_default_context(cafile=config.ca_file or None)
         untrusted = ssl.SSLCertVerificationError
 
