@@ -45,6 +45,16 @@ class Stopped(Exception):
     """The output refused our credentials (401/403)."""
 
 
+def written_lines(text: str, lines: int | None = None) -> int:
+    """The lines of `text` InfluxDB takes as points: count_lines() without comments.
+    `lines`: the non-empty lines the spool counted when it took the text in; the same
+    number unless a line is a comment, so only that is looked for (one pass over a
+    1000-timer sample's 674 KB instead of three)."""
+    if lines is not None and "\n#" not in text and not text.startswith("#"):
+        return lines
+    return count_lines(text, comments=False)
+
+
 class DeliveryWorker:
     def __init__(self, output, spool, config, rejected_path: str):
         self.output, self.spool, self.config = output, spool, config
@@ -84,7 +94,7 @@ class DeliveryWorker:
         pending = False
         while (batch := self.spool.read(self.name, self.config.batch_size)) is not None:
             pending = True
-            error = await self._deliver(batch.text)
+            error = await self._deliver(batch.text, batch.points)
             if error is None:
                 self.spool.ack(self.name, batch)
                 continue
@@ -96,10 +106,10 @@ class DeliveryWorker:
                 break
         return pending
 
-    async def _deliver(self, text: str) -> OutputError | None:
+    async def _deliver(self, text: str, lines: int | None = None) -> OutputError | None:
         """None once every line of `text` landed or was rejected for good; else the
-        error to retry after."""
-        error = await self._attempt(text)
+        error to retry after. `lines`: its non-empty lines, as the spool counted them."""
+        error = await self._attempt(text, lines)
         if error is None or error.kind == "retry":
             return error
         if error.kind == "auth":
@@ -114,7 +124,7 @@ class DeliveryWorker:
                 return error
         return None
 
-    async def _attempt(self, text: str) -> OutputError | None:
+    async def _attempt(self, text: str, lines: int | None = None) -> OutputError | None:
         started = time.perf_counter()
         try:
             await asyncio.to_thread(self.output.write, text)
@@ -125,7 +135,7 @@ class DeliveryWorker:
             self.last_error, self.last_ok = str(err), False
             return err
         self.last_duration = time.perf_counter() - started
-        points = count_lines(text, comments=False)
+        points = written_lines(text, lines)
         self.written_points += points
         self.period_points += points
         self.last_ok = True

@@ -8,9 +8,10 @@ import threading
 import time
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from exporter.config import load_config
-from exporter.delivery import Backoff, DeliveryWorker
+from exporter.delivery import Backoff, DeliveryWorker, written_lines
 from exporter.memspool import MemorySpool
 from exporter.outputs.influxdb import InfluxDBOutput
 
@@ -148,3 +149,15 @@ def test_gzip_bodies(http_server, tmp_path):
     worker, spool = worker_for(http_server, tmp_path, gzip="true")
     asyncio.run(deliver(worker, spool, ["m v=1 1\n"], lambda: received))
     assert received == [("gzip", "m v=1 1\n")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["m f=1i 1", "", "#c", "# x", "m s=\"a\rb\" 2", "m s=\"#\" 3", "\r"]),
+                max_size=12))
+def test_written_lines_takes_the_spools_count_only_when_no_line_is_a_comment(lines):
+    """What the delivery counts as written from a spooled batch: the spool's count of
+    non-empty lines stands in for counting again only where no line is a comment."""
+    from exporter.point import count_lines
+    for text in ("\n".join(lines), "\n".join(lines) + "\n"):
+        assert written_lines(text, count_lines(text)) == count_lines(text, comments=False)
+        assert written_lines(text) == count_lines(text, comments=False)
