@@ -124,38 +124,49 @@ def _fields(fields: dict) -> list[str]:
 class _LastFields:
     """A series' last fields: their names in order, their values, which of them changed
     from the line before (`moving`), and the text between those (`frame`); `base` and
-    `moved` (the names, `moved_names` in name order) when the frame is known to be that
-    of a Point.reused base with those moving."""
-    __slots__ = ("order", "values", "moving", "frame", "base", "moved", "moved_names")
+    `moved_names` (in name order) when the frame is known to be that of a Point.reused
+    base with those moving; `pending`: the moved values of the last reused line, not yet
+    put into `values` (settle)."""
+    __slots__ = ("order", "values", "moving", "frame", "base", "moved_names", "pending")
 
     def __init__(self, order: list, values: list):
         self.order, self.values = order, values
         self.moving: list[int] | None = None
         self.frame: list[str] = []
-        self.base = self.moved = self.moved_names = None
+        self.base = self.moved_names = self.pending = None
 
-    def reused_texts(self, reused: tuple[dict, dict]) -> list[str | None] | None:
+    def reused_texts(self, reused: tuple[dict, dict]) -> list[str] | None:
         """The moved fields' texts of a Point.reused whose frame this is; None if not."""
         base, moved = reused
-        if base is not self.base or moved.keys() != self.moved:
+        names = self.moved_names
+        if base is not self.base or len(moved) != len(names):
             return None
-        values = [moved[name] for name in self.moved_names]
-        texts = [_field(name, value) for name, value in zip(self.moved_names, values)]
+        try:  # as many names, each of ours among them: the same names
+            values = list(map(moved.__getitem__, names))
+        except KeyError:
+            return None
+        texts = list(map(_field, names, values))
         if None in texts:
             return None  # (a field left out: the line is made afresh, values as they were)
-        for i, value in zip(self.moving, values):
-            self.values[i] = value
+        self.pending = values
         return texts
+
+    def settle(self) -> None:
+        """Put the values a reused line left pending into `values`."""
+        if self.pending is not None:
+            for i, value in zip(self.moving, self.pending):
+                self.values[i] = value
+            self.pending = None
 
     def learn_base(self, reused: tuple[dict, dict] | None) -> None:
         """After a line was framed: whether its frame is that of its Point.reused base,
         with exactly the moved names moving (then the next such line takes
         reused_texts)."""
-        self.base = self.moved = self.moved_names = None
+        self.base = self.moved_names = None
         if reused is not None and self.frame is not None:
             names = [self.order[i] for i in self.moving]
             if sorted(reused[1]) == names:
-                self.base, self.moved, self.moved_names = reused[0], set(names), names
+                self.base, self.moved_names = reused[0], names
 
     def texts(self) -> list[str | None]:
         return [_field(key, value) for key, value in zip(self.order, self.values)]
@@ -205,6 +216,7 @@ def _series_fields(key: tuple, fields: dict, reused: tuple[dict, dict] | None = 
             _last_fields[key] = None if last is False else _LastFields(
                 order, [fields[k] for k in order])
         return ",".join(_fields(fields))
+    last.settle()
     moving = list(compress(range(len(values)), map(is_not, values, last.values)))
     last.values = values
     if moving != last.moving:
@@ -227,6 +239,8 @@ def _series_fields(key: tuple, fields: dict, reused: tuple[dict, dict] | None = 
 
 def _framed(frame: list[str], texts: list[str]) -> str:
     """The frame's pieces with the moving fields' texts between them."""
+    if len(texts) == 1:  # (most reused lines: one age moves)
+        return frame[0] + texts[0] + frame[1]
     return "".join([piece for pair in zip(frame, texts) for piece in pair] + frame[-1:])
 
 
