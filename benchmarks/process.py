@@ -19,7 +19,7 @@ that systemd's own CPU can be told apart:
                 nothing else running, then with `tick-exporter once` cold-starting every
                 3 s against every timer
 
-Run: .venv/bin/python -m benchmarks.process [--sizes 50,200,1000] [--seconds 40]
+Run: .venv/bin/python -m benchmarks.process [--sizes 50,200,1000] [--seconds 40] [--rounds 3]
 Installs prometheus-node-exporter with apt-get when it is missing (root).
 """
 
@@ -204,7 +204,13 @@ def report_size(n: int, ours: dict, ours_influx: dict, ne: dict, cold_all: dict,
           f"{ms(cold_two['systemd_cpu'])} ({cold_two['timers']} timers)")
 
 
-def main(sizes: list[int], seconds: float, late_seconds: float) -> None:
+def median_of(runs: list[dict]) -> dict:
+    """Each figure's median over the rounds; the largest RSS and error count."""
+    return {key: (max if key in ("rss", "errors") else statistics.median)([r[key] for r in runs])
+            for key in runs[0]}
+
+
+def main(sizes: list[int], seconds: float, late_seconds: float, rounds: int = 1) -> None:
     node_exporter = ensure_node_exporter()
     with InfluxDB1() as influxdb:
         for n in sizes:
@@ -216,12 +222,21 @@ def main(sizes: list[int], seconds: float, late_seconds: float) -> None:
                 manager.daemon_reload()
                 manager.systemctl("start", "keep-a.timer", "keep-b.timer")
                 systemd = systemd_pid(manager)
-                ours = run_agent(manager, systemd, seconds, ["stdout"])
-                ours_influx = run_agent(manager, systemd, seconds, ["influxdb"], influxdb)
-                ne = run_node_exporter(node_exporter, manager, systemd, seconds)
+                runs = []
+                for _round in range(rounds):  # taking turns: each round's three alike
+                    runs.append((run_agent(manager, systemd, seconds, ["stdout"]),
+                                 run_agent(manager, systemd, seconds, ["influxdb"], influxdb),
+                                 run_node_exporter(node_exporter, manager, systemd, seconds)))
+                ours, ours_influx, ne = (median_of([r[i] for r in runs]) for i in range(3))
                 cold_all = cold_once(manager, systemd)
                 cold_two = cold_once(manager, systemd, include="keep-*.timer")
                 report_size(n, ours, ours_influx, ne, cold_all, cold_two)
+                if rounds > 1:  # each against the node_exporter of its own round
+                    ratios = [(a["cpu"] / c["cpu"], b["cpu"] / c["cpu"]) for a, b, c in runs]
+                    print("  each round's ratio, stdout / influxdb: " + ", ".join(
+                        f"{a:.3f} / {b:.3f}" for a, b in ratios) + "; median "
+                        f"{statistics.median(a for a, _ in ratios):.3f} / "
+                        f"{statistics.median(b for _, b in ratios):.3f}")
                 if n == max(sizes) and late_seconds:
                     late = lateness(manager, late_seconds)
                     for what, delays in late.items():
@@ -236,5 +251,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=40, help="steady window per measurement")
     parser.add_argument("--lateness-seconds", type=float, default=60,
                         help="window for the trigger lateness, at the largest N (0: skip)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the agent (stdout, influxdb) and node_exporter this many "
+                             "times in turn; medians reported (the machine's speed drifts)")
     args = parser.parse_args()
-    main([int(s) for s in args.sizes.split(",")], args.seconds, args.lateness_seconds)
+    main([int(s) for s in args.sizes.split(",")], args.seconds, args.lateness_seconds, args.rounds)
