@@ -86,10 +86,6 @@ def record_header(payload: bytes, points: int, time_ns: int) -> bytes:
     return MAGIC + crc.to_bytes(4, "little") + checked
 
 
-def encode_record(payload: bytes, points: int, time_ns: int) -> bytes:
-    return record_header(payload, points, time_ns) + payload
-
-
 def _valid_at(view: memoryview, pos: int) -> tuple[int, int, int] | None:
     """(length, points, time) of the record at `pos` when it is whole and intact."""
     if len(view) - pos < HEADER.size:
