@@ -12,7 +12,7 @@ class MemorySpool:
 
     def __init__(self, max_bytes: int, consumers: list[str]):
         self.max_bytes = max_bytes
-        self.records: deque = deque()  # (sequence, sample_time_ns, points, text)
+        self.records: deque = deque()  # (sequence, sample_time_ns, points, UTF-8 bytes)
         self.next_sequence = 0
         self.size = 0
         self.cursors = {name: 0 for name in consumers}
@@ -22,9 +22,10 @@ class MemorySpool:
         if not lines:
             return
         points = count_lines(lines)
-        self.records.append((self.next_sequence, sample_time_ns, points, lines))
+        data = lines.encode("utf-8", "replace")  # as the on-disk spool keeps it
+        self.records.append((self.next_sequence, sample_time_ns, points, data))
         self.next_sequence += 1
-        self.size += len(lines)
+        self.size += len(data)
         while self.size > self.max_bytes and len(self.records) > 1:
             sequence, _time, dropped, text = self.records.popleft()
             self.size -= len(text)
@@ -59,7 +60,7 @@ class MemorySpool:
         if not chosen:
             return None
         # position: (0, sequence number after the last record), the spool's shape
-        return Batch("".join(r[3] for r in chosen), points, len(chosen), chosen[0][1],
+        return Batch(b"".join(r[3] for r in chosen), points, len(chosen), chosen[0][1],
                      (0, chosen[-1][0] + 1))
 
     def ack(self, consumer: str, batch: Batch) -> None:

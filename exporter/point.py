@@ -321,7 +321,12 @@ def to_line_protocol(points: list[Point]) -> str:
     """Newline-terminated line protocol, escaped as influxdb-client's own Point code
     escapes it (sorted tags and fields, empty tags and non-finite floats dropped)."""
     lines = [_reusing_line(point) for point in points]
-    return "".join(line + "\n" for line in lines if line)
+    if "" in lines:  # a point without fields has no line
+        lines = [line for line in lines if line]
+    # One join, each line's "\n" with it: not a copy of every line with its "\n" first
+    # (at 1000 timers that was 1000 more strings of ~670 bytes, each malloc'd, per sample).
+    lines.append("")
+    return "\n".join(lines)
 
 
 def count_lines(text: str, comments: bool = True) -> int:

@@ -159,5 +159,6 @@ def test_written_lines_takes_the_spools_count_only_when_no_line_is_a_comment(lin
     non-empty lines stands in for counting again only where no line is a comment."""
     from exporter.point import count_lines
     for text in ("\n".join(lines), "\n".join(lines) + "\n"):
-        assert written_lines(text, count_lines(text)) == count_lines(text, comments=False)
-        assert written_lines(text) == count_lines(text, comments=False)
+        data = text.encode()  # as the spool hands it over
+        assert written_lines(data, count_lines(text)) == count_lines(text, comments=False)
+        assert written_lines(data) == count_lines(text, comments=False)

@@ -35,7 +35,7 @@ def databases(influxdb):
 def test_missing_database_is_created_and_the_write_kept(influxdb, gzip):
     database = f'fresh "db" {gzip}'  # quotes in the name
     assert database not in databases(influxdb)
-    output(influxdb, database, gzip=gzip).write("m,host=a value=1i 1700000000000000000\n")
+    output(influxdb, database, gzip=gzip).write(b"m,host=a value=1i 1700000000000000000\n")
     assert database in databases(influxdb)
     assert select(influxdb, database, "SELECT value FROM m")["series"][0]["values"] == [
         ["2023-11-14T22:13:20Z", 1]]
@@ -43,7 +43,7 @@ def test_missing_database_is_created_and_the_write_kept(influxdb, gzip):
 
 def test_skip_database_creation_reports_the_404(influxdb):
     with pytest.raises(OutputError) as caught:
-        output(influxdb, "never-created", skip_database_creation="true").write("m value=1i\n")
+        output(influxdb, "never-created", skip_database_creation="true").write(b"m value=1i\n")
     assert caught.value.status == 404 and caught.value.kind == "retry"
     assert 'database not found: \\"never-created\\"' in str(caught.value)
     assert str(caught.value).startswith(f"HTTP 404 from {influxdb.url}/write: ")
@@ -52,7 +52,7 @@ def test_skip_database_creation_reports_the_404(influxdb):
 
 def test_a_database_that_cannot_be_created_says_why(influxdb):
     with pytest.raises(OutputError) as caught:
-        output(influxdb, "back\\slash").write("m value=1i\n")
+        output(influxdb, "back\\slash").write(b"m value=1i\n")
     assert caught.value.status == 404 and caught.value.kind == "retry"  # kept in the spool
     assert str(caught.value) == ("database 'back\\\\slash' not found and CREATE DATABASE failed: "
                                  "invalid name")
@@ -65,6 +65,6 @@ def test_a_user_who_may_not_create_databases_keeps_the_output_retrying():
     with InfluxDB1(auth_enabled=True) as server:
         server.query("CREATE USER \"writer\" WITH PASSWORD 'pw'")
         with pytest.raises(OutputError) as caught:
-            output(server, "not-yet", username="writer", password="pw").write("m value=1i\n")
+            output(server, "not-yet", username="writer", password="pw").write(b"m value=1i\n")
     assert caught.value.status == 404 and caught.value.kind == "retry"
     assert str(caught.value).startswith("database 'not-yet' not found and CREATE DATABASE failed: HTTP 403")

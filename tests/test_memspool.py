@@ -25,10 +25,10 @@ def test_round_trip_in_order_and_independent_consumers(spool):
         spool.append(block(n), n)
     spool.append("", 99)  # no-op
     first = spool.read("a", 4)
-    assert (first.text, first.points, first.records, first.oldest_ns) == (block(0) + block(1), 4, 2, 0)
+    assert (first.data.decode(), first.points, first.records, first.oldest_ns) == (block(0) + block(1), 4, 2, 0)
     spool.ack("a", first)
-    assert spool.read("a", 100).text == "".join(block(n) for n in range(2, 5))
-    assert spool.read("b", 1).text == block(0)  # whole records, at least one
+    assert spool.read("a", 100).data.decode() == "".join(block(n) for n in range(2, 5))
+    assert spool.read("b", 1).data.decode() == block(0)  # whole records, at least one
     stats = spool.stats("a", 5_000_000_002)  # the oldest pending sample is at 2 ns
     assert (stats["spool_points"], stats["oldest_unsent_s"], stats["dropped_points"]) == (6, 5.0, 0)
     assert stats["spool_bytes"] >= len(block(2)) * 3
@@ -39,7 +39,7 @@ def test_full_drops_the_oldest_and_counts_per_consumer(spool):
     for n in range(total):
         spool.append(block(n, 5), n)
     batch = spool.read("a", 10_000)
-    kept = batch.text.splitlines()
+    kept = batch.data.decode().splitlines()
     dropped = spool.stats("a", 0)["dropped_points"]
     assert dropped > 0 and dropped + len(kept) == total * 5
     assert kept[-1] == f"m,n={total - 1} v=4i {total - 1}"  # the newest survive, in order

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.spool import HEADER, Spool, SpoolInUse
 
@@ -48,10 +50,10 @@ def drain(spool: Spool, consumer: str, max_points: int = 1 << 30, ack: bool = Tr
     """Everything pending for `consumer` (without ack: one read, everything at once)."""
     if not ack:
         batch = spool.read(consumer, max_points)
-        return batch.text if batch else ""
+        return batch.data.decode() if batch else ""
     texts = []
     while (batch := spool.read(consumer, max_points)) is not None:
-        texts.append(batch.text)
+        texts.append(batch.data.decode())
         spool.ack(consumer, batch)
     return "".join(texts)
 
@@ -69,7 +71,7 @@ def test_round_trip_in_order(tmp_path):
         for n in range(50):
             spool.append(block(n), 1000 + n)
         batch = spool.read("out", 1 << 30)
-        assert batch.text == "".join(block(n) for n in range(50))
+        assert batch.data.decode() == "".join(block(n) for n in range(50))
         assert batch.records == 50 and batch.oldest_ns == 1000
         assert batch.points == sum(1 + n % 4 for n in range(50))
         assert spool.read("out", 1 << 30) == batch  # unacknowledged: read again
@@ -105,7 +107,42 @@ def test_a_block_without_final_newline_gets_one(tmp_path):
         spool.append("a v=1 1\nb v=2 2", 1)
         spool.append("c v=3 3", 2)
         batch = spool.read("out", 100)
-        assert batch.text == "a v=1 1\nb v=2 2\nc v=3 3\n" and batch.points == 3
+        # bytes as spooled: what the output sends, never decoded to str and encoded again
+        assert batch.data == b"a v=1 1\nb v=2 2\nc v=3 3\n" and batch.points == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["append", "read a", "read b", "ack a", "ack b"]),
+                          st.integers(1, 6)), max_size=30))
+def test_the_newest_record_handed_out_as_written_is_what_the_disk_holds(tmp_path_factory, steps):
+    """The newest record is handed out as written, not read back (Spool._newest): in any
+    order of appends, reads and acks of two consumers, every batch equals the one a spool
+    that reads every record from its files gives, in data, points and position."""
+    spools = [Spool(str(tmp_path_factory.mktemp(name)), 1 << 20, ["a", "b"], segment_bytes=300)
+              for name in ("live", "disk")]
+    live, disk = spools
+    made, held = 0, {}
+    try:
+        for step, size in steps:
+            if step == "append":
+                for spool in spools:
+                    spool.append(block(made), made)
+                disk._newest = None  # this one reads everything back
+                made += 1
+            elif step.startswith("read"):
+                consumer = step[-1]
+                batches = [spool.read(consumer, size) for spool in spools]
+                got, want = ((b.data, b.points, b.records, b.position) if b else None for b in batches)
+                assert got == want
+                held[consumer] = batches
+            elif held.get(step[-1]) and held[step[-1]][0] is not None:
+                for spool, batch in zip(spools, held.pop(step[-1])):
+                    spool.ack(step[-1], batch)
+        for consumer in ("a", "b"):
+            assert drain(live, consumer) == drain(disk, consumer)
+    finally:
+        for spool in spools:
+            spool.close()
 
 
 def test_two_consumers_progress_independently_and_data_goes_once_both_acked(tmp_path):
@@ -122,7 +159,7 @@ def test_two_consumers_progress_independently_and_data_goes_once_both_acked(tmp_
         half = []
         while len(half) < 30:
             batch = spool.read("b", 5)
-            half += numbers(batch.text)
+            half += numbers(batch.data.decode())
             spool.ack("b", batch)
         assert half == list(range(len(half)))
         remaining = segments(directory)
@@ -144,7 +181,7 @@ def test_restart_keeps_unacked_data_and_cursors(tmp_path):
             spool.append(block(n), n)
         batch = spool.read("a", 30)
         spool.ack("a", batch)
-        acked = numbers(batch.text)
+        acked = numbers(batch.data.decode())
     assert json.loads((tmp_path / "cursor.a.json").read_text()).keys() == {"segment", "offset"}
     assert not (tmp_path / "cursor.b.json").exists()
 
@@ -235,7 +272,7 @@ def test_corrupt_record_inside_an_older_segment_is_skipped_and_counted(tmp_path,
         in_first = in_file(first)
         bad = in_first[len(in_first) // 2]
         batch = spool.read("ahead", sum(1 + n % 4 for n in range(bad + 2)))
-        assert numbers(batch.text)[-1] == bad + 1
+        assert numbers(batch.data.decode())[-1] == bad + 1
         spool.ack("ahead", batch)  # "ahead" already delivered the record that will rot
     data = bytearray(first.read_bytes())
     data[data.index(f"rec n={bad}i,line=0i".encode()) + 5] ^= 0x20
@@ -327,7 +364,7 @@ def test_cap_drops_the_oldest_and_counts_them_per_consumer(tmp_path):
         huge = block(5000, points=3000)  # alone bigger than the cap: kept, never refused
         spool.append(huge, 5000)
         batch = spool.read("fast", 100)
-        assert batch.text == huge and batch.points == 3000
+        assert batch.data.decode() == huge and batch.points == 3000
         assert spool.stats("slow", 0)["spool_points"] == 3000
         assert disk_bytes(directory) < segment_bytes + HEADER.size + len(huge.encode())
     # restart: drops counted by the new object only
@@ -354,7 +391,7 @@ def test_a_batch_dropped_while_out_for_delivery_counts_as_delivered(tmp_path, ap
         dropped = spool.stats("out", 0)["dropped_points"]
         assert dropped > 0
         spool.ack("out", batch)  # the server came back and took it
-        delivered = numbers(batch.text) + numbers(drain(spool, "out"))
+        delivered = numbers(batch.data.decode()) + numbers(drain(spool, "out"))
         assert delivered == sorted(set(delivered))
         never_delivered = points(range(20 + appended)) - points(delivered)
         assert spool.stats("out", 0)["dropped_points"] == never_delivered < dropped
@@ -433,10 +470,10 @@ def test_a_consumer_added_later_starts_at_the_oldest_data_present(tmp_path):
         batch = spool.read("a", 20)
         spool.ack("a", batch)
         oldest = in_file(segments(tmp_path)[0])[0]
-        assert 0 < oldest <= numbers(batch.text)[-1] + 1
+        assert 0 < oldest <= numbers(batch.data.decode())[-1] + 1
     with Spool(str(tmp_path), 1 << 20, ["a", "late"], segment_bytes=300) as spool:
         assert numbers(drain(spool, "late")) == list(range(oldest, 30))
-        assert numbers(drain(spool, "a")) == list(range(numbers(batch.text)[-1] + 1, 30))
+        assert numbers(drain(spool, "a")) == list(range(numbers(batch.data.decode())[-1] + 1, 30))
 
 
 def test_a_cursor_into_a_deleted_segment_moves_to_the_oldest_data(tmp_path):

@@ -1,6 +1,7 @@
 """Outputs take a block of line protocol and deliver it.
 
-Each has a `name`, a blocking `write(text)` that raises OutputError on failure, and
+Each has a `name`, a blocking `write(...)` that raises OutputError on failure (stdout
+takes the sample's str; InfluxDB the spool's UTF-8 bytes, sent as they are), and
 `close()`. Durable outputs (InfluxDB) are fed from the spool by a DeliveryWorker
 (exporter.delivery), which retries, splits rejected batches and reports on itself.
 """
