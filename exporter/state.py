@@ -48,8 +48,11 @@ class StateFile:
         # per container name: {"before": OOM kills of containers since removed,
         #                      "ids": {container id: [kernel counter, oom events seen]}}
         self.oom_kills: dict[str, dict] = {}
-        self._saved = ""
-        self._dumped: tuple | None = None  # (shape, text) of the last serialisation
+        # What the file holds, as the shape of the memory written (save() of the memory
+        # now) or as the text given (save(text), the in-memory spool's confirmed state):
+        # the shape alone is kept, not its ~360 KB of JSON at 1000 timers.
+        self._saved: tuple | str | None = None
+        self._dumped: tuple | None = None  # (shape, text) of the last snapshot()
         if path:
             self.load()
 
@@ -92,7 +95,7 @@ class StateFile:
             else:
                 log.error("state file %s is corrupt (%s); rebuilding it", self.path, err)
             return
-        self._saved = self._dump()
+        self._saved = self._shape()
 
     def _unreadable(self, reason: str) -> None:
         """A file that exists but cannot be read holds memory we cannot see: never
@@ -121,13 +124,15 @@ class StateFile:
         return (tuple((name, tuple(memory.__dict__.values())) for name, memory in self.timers.items()),
                 repr(self.oom_kills))
 
+    def _text(self) -> str:
+        return json.dumps({"version": VERSION,
+                           "timers": {k: asdict(v) for k, v in sorted(self.timers.items())},
+                           "oom_kills": self.oom_kills}, indent=1, sort_keys=True)
+
     def _dump(self) -> str:
         shape = self._shape()
         if self._dumped is None or self._dumped[0] != shape:
-            text = json.dumps({"version": VERSION,
-                               "timers": {k: asdict(v) for k, v in sorted(self.timers.items())},
-                               "oom_kills": self.oom_kills}, indent=1, sort_keys=True)
-            self._dumped = (shape, text)
+            self._dumped = (shape, self._text())
         return self._dumped[1]
 
     def snapshot(self) -> str:
@@ -139,9 +144,15 @@ class StateFile:
         directory, fsync, rename. Never for a read-only or unreadable file."""
         if not self.path or not self.writable:
             return
-        text = self._dump() if text is None else text
-        if text == self._saved:
+        if text is None:
+            shape = self._shape()
+            if shape == self._saved:
+                return
+            saved, text = shape, self._text()
+        elif text == self._saved:
             return
+        else:
+            saved = text
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -154,4 +165,4 @@ class StateFile:
         except OSError as err:
             log.error("cannot write state file %s (agent.state_path): %s", self.path, err)
             return
-        self._saved = text
+        self._saved = saved

@@ -39,6 +39,7 @@ def test_unchanged_memory_is_neither_serialised_nor_rewritten(tmp_path, monkeypa
     path = tmp_path / "state.json"
     state = filled(path)
     before = identity(path)
+    state.snapshot()  # the in-memory spool's path: its first snapshot is serialised once
     calls = counting_dumps(monkeypatch)
     for _ in range(20):
         # what a steady sample does: the same values set again
