@@ -5,7 +5,6 @@ Validation collects every problem before failing, each named by its dotted key
 Unknown keys are errors: a typo must never silently fall back to a default.
 """
 
-import difflib
 import json
 import os
 import re
@@ -458,6 +457,7 @@ def _file_type_problem(parse: Callable, key: str, value: Any) -> str | None:
 
 
 def _did_you_mean(word: str, candidates) -> str:
+    import difflib  # only for a bad key: not in the RSS of every good start
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]}?)" if close else ""
 

@@ -11,7 +11,8 @@ does not fail the check, or a host without Docker would restart the agent foreve
 import json
 import logging
 import os
-import tempfile
+
+from .files import replace_atomically
 
 log = logging.getLogger("tick_exporter.health")
 
@@ -53,14 +54,7 @@ class Heartbeat:
                            "pid": os.getpid(), "failed": failed})
         directory = os.path.dirname(self.path) or "."
         os.makedirs(directory, exist_ok=True)
-        handle, temp = tempfile.mkstemp(dir=directory, prefix=".heartbeat-")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                out.write(body)
-            os.replace(temp, self.path)
-        except BaseException:
-            os.unlink(temp)
-            raise
+        replace_atomically(self.path, body, ".heartbeat-", durable=False)
 
 
 def check(path: str, now_s: float) -> tuple[bool, str]:

@@ -44,12 +44,12 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
+from .files import replace_atomically
 from .point import count_lines
 
 log = logging.getLogger("tick_exporter.spool")
@@ -579,17 +579,8 @@ class Spool:
             return
         path = self._cursor_path(name)
         try:
-            fd, temp = tempfile.mkstemp(prefix=CURSOR_TEMP, dir=self.directory)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump({"segment": position[0], "offset": position[1]}, handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temp, path)
-            except BaseException:
-                self._unlink(temp)
-                raise
-            os.fsync(self._dir_fd)
+            replace_atomically(path, json.dumps({"segment": position[0], "offset": position[1]}),
+                               CURSOR_TEMP, self._dir_fd)
         except OSError as err:
             # The data was delivered: a stale cursor means resending, never losing.
             log.error("cannot save spool cursor %s: %s; %s may resend data after a restart",

@@ -15,8 +15,9 @@ sample is theirs alone and the service still delivers every run (docs/metrics.md
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
+
+from .files import replace_atomically
 
 log = logging.getLogger("tick_exporter.state")
 VERSION = 1
@@ -153,15 +154,9 @@ class StateFile:
             return
         else:
             saved = text
-        directory = os.path.dirname(os.path.abspath(self.path))
         try:
-            os.makedirs(directory, exist_ok=True)
-            fd, temp = tempfile.mkstemp(prefix=".state-", dir=directory)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            replace_atomically(self.path, text, ".state-")
         except OSError as err:
             log.error("cannot write state file %s (agent.state_path): %s", self.path, err)
             return

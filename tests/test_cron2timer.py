@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from exporter.cron2timer import convert
+from exporter.cron2timer.conversion import convert
 from exporter.cron2timer.command import unit_files
 
 from tests.services import wait_until

@@ -5,7 +5,7 @@ import base64
 
 import pytest
 
-from exporter.cron2timer import convert
+from exporter.cron2timer.conversion import convert
 from exporter.cron2timer.parse import parse_crontab, parse_env, split_percent
 from exporter.cron2timer.units import Names, derive_name, exec_word, quoted
 

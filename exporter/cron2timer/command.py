@@ -14,9 +14,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import Conversion, convert
-from .units import NAME_OK
+if TYPE_CHECKING:
+    from .conversion import Conversion
+
 
 EXIT_PROBLEMS = 2
 
@@ -40,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .conversion import convert  # (see __init__: only for this command)
+    from .units import NAME_OK
     system = args.system or args.user_column
     if args.run_as is not None and (not system or args.user_column):
         print("cron2timer: --run-as needs --system and no --user-column", file=sys.stderr)
