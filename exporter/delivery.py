@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import random
+import re
 import time
 
 from .outputs import OutputError
@@ -23,6 +24,9 @@ from .point import count_lines
 from .redact import redact
 
 log = logging.getLogger("tick_exporter.delivery")
+# A comment line after the first (a regular expression: sre finds its "\n" with memchr,
+# faster than `b"\n#" in data`; see exporter.point.count_lines).
+_COMMENT_LINE = re.compile(b"\n#")
 
 
 class Backoff:
@@ -50,7 +54,7 @@ def written_lines(data: bytes, lines: int | None = None) -> int:
     without comments. `lines`: the non-empty lines the spool counted when it took the text
     in; the same number unless a line is a comment, so only that is looked for (one pass
     over a 1000-timer sample's 674 KB instead of three)."""
-    if lines is not None and b"\n#" not in data and not data.startswith(b"#"):
+    if lines is not None and not data.startswith(b"#") and _COMMENT_LINE.search(data) is None:
         return lines
     return count_lines(data.decode("utf-8", "replace"), comments=False)
 

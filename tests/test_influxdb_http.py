@@ -14,6 +14,7 @@ import urllib.parse
 
 import pytest
 
+from exporter import __version__
 from exporter.config import load_config
 from exporter.outputs import OutputError
 from exporter.outputs.influxdb import InfluxDBOutput, _proxied
@@ -139,7 +140,10 @@ def test_error_answers_are_the_same_either_way(no_proxy_environment, through_pro
     """A 503 with Retry-After and a 400 with InfluxDB's error body read the same over
     http.client and over urllib.request (here the stand-in server is the proxy too: it
     answers absolute-URI requests the same)."""
+    agents = []
+
     def reply(handler, body):
+        agents.append(handler.headers["User-Agent"])
         if "db=busy" in handler.path:
             answer(handler, 503, b'{"error":"overloaded"}', Retry_After="7")
         else:
@@ -158,6 +162,7 @@ def test_error_answers_are_the_same_either_way(no_proxy_environment, through_pro
     assert (bad.value.status, bad.value.kind) == (400, "reject")
     assert "field type conflict" in str(bad.value)
     assert seen[0].startswith(f"POST {server.url}/write?" if through_proxy else "POST /write?")
+    assert agents == ["tick-exporter/" + __version__] * 2
 
 
 def test_a_server_that_hangs_up_is_an_error_to_retry(no_proxy_environment):
