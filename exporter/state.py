@@ -67,11 +67,14 @@ class StateFile:
             memory = self.timers[key] = TimerMemory()
         return memory
 
-    def remembered(self, manager: str) -> dict[str, TimerMemory]:
-        """{timer: memory} of the timers of this manager the agent remembers."""
+    def remembered_except(self, manager: str, present: set[str]) -> list[tuple[str, TimerMemory]]:
+        """[(timer, memory)], sorted, of the timers of this manager the agent remembers
+        that are not in `present`: asked every sample, mostly of none, so nothing is
+        built or sorted for the timers that are there."""
         prefix = self.key(manager, "")
-        return {key[len(prefix):]: memory for key, memory in self.timers.items()
-                if key.startswith(prefix)}
+        cut = len(prefix)
+        return sorted((key[cut:], memory) for key, memory in self.timers.items()
+                      if key.startswith(prefix) and key[cut:] not in present)
 
     def forget(self, manager: str, timer: str) -> None:
         self.timers.pop(self.key(manager, timer), None)

@@ -403,8 +403,8 @@ class TimersCollector:
         stop, which no alert on the state can see."""
         present = {record.timer.name for record in snapshot.timers}
         points = []
-        for name, memory in sorted(self.state.remembered(snapshot.manager).items()):
-            if name in present or not memory.watched or not self._settings(name)[0]:
+        for name, memory in self.state.remembered_except(snapshot.manager, present):
+            if not memory.watched or not self._settings(name)[0]:
                 continue
             memory.removed_since_us = memory.removed_since_us or now.realtime_us
             if now.realtime_us - memory.removed_since_us > REMOVED_REPORTED_FOR_US:
