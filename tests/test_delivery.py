@@ -118,6 +118,20 @@ def test_rejected_batch_is_split_to_isolate_the_bad_lines(http_server, tmp_path)
     assert kept.count("HTTP 400") == 2
 
 
+def test_a_split_cuts_only_at_newlines_as_influxdb_does(http_server, tmp_path):
+    """A string field may hold a raw "\r" (and "\x1c", "\u2028": str.splitlines() would
+    cut at each): the halves of a rejected batch are cut at "\n" only, so such a line
+    lands whole and the bad one alone is rejected."""
+    http_server.script = lambda body, n: (400, {}) if "bad" in body else (204, {})
+    worker, spool = worker_for(http_server, tmp_path, batch_size="100")
+    lines = ['m,k=a s="one\rtwo" 1\n', "m,k=bad v=2 2\n", 'm,k=c s="x\x1cy\u2028z" 3\n']
+    asyncio.run(deliver(worker, spool, ["".join(lines)],
+                        lambda: worker.written_points + worker.rejected_points == 3))
+    landed = [body for _, body in http_server.requests if "bad" not in body]
+    assert sorted(landed) == sorted([lines[0], lines[2]])
+    assert worker.rejected_points == 1 and worker.written_points == 2
+
+
 def test_unauthorized_stops_the_output_and_keeps_the_spool(http_server, tmp_path):
     http_server.script = lambda body, n: (401, {})
     worker, spool = worker_for(http_server, tmp_path)
