@@ -19,11 +19,11 @@ import time
 from exporter.agent import Agent
 from exporter.clock import Now
 from exporter.config import load_config
-from exporter.delivery import DeliveryWorker
-from exporter.memspool import MemorySpool
+from exporter.outputs.delivery import DeliveryWorker
+from exporter.storage.memspool import MemorySpool
 from exporter.outputs.influxdb import InfluxDBOutput
 from exporter.point import Point
-from exporter.spool import Spool
+from exporter.storage.spool import Spool
 from tests.services import InfluxDB1
 
 PER_RECORD = 100  # points per spool record (one sample)

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 
-from exporter.spool import Spool
+from exporter.storage.spool import Spool
 
 
 def records(points: int, per_record: int) -> list[str]:

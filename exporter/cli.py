@@ -22,7 +22,7 @@ EXIT_CONFIG = 2
 def open_state(config: Config, writer: bool):
     """The state file every collector shares. Only `run` is its writer: the other
     commands read the service's memory and never change it (docs/metrics.md)."""
-    from .state import StateFile
+    from .storage.state import StateFile
     return StateFile(config.agent.state_path, read_only=not writer)
 
 
@@ -78,7 +78,7 @@ def build_delivery(config: Config, names: set[str]):
         from .outputs.stdout import StdoutOutput
         direct.append(StdoutOutput())
     if "influxdb" in names:
-        from .delivery import DeliveryWorker
+        from .outputs.delivery import DeliveryWorker
         from .outputs.influxdb import InfluxDBOutput
         spool = open_spool(config, ["influxdb"])
         rejected = os.path.join(config.spool.path, "rejected-influxdb.lp")
@@ -89,9 +89,9 @@ def build_delivery(config: Config, names: set[str]):
 
 def open_spool(config: Config, consumers: list[str]):
     if config.spool.enabled:
-        from .spool import Spool
+        from .storage.spool import Spool
         return Spool(config.spool.path, config.spool.max_bytes, consumers)
-    from .memspool import MemorySpool
+    from .storage.memspool import MemorySpool
     return MemorySpool(config.spool.max_bytes, consumers)
 
 

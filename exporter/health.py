@@ -12,7 +12,7 @@ import json
 import logging
 import os
 
-from .files import replace_atomically
+from .storage.files import replace_atomically
 
 log = logging.getLogger("tick_exporter.health")
 

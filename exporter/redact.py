@@ -6,7 +6,7 @@ together with the forms in which they travel and could be echoed back: percent-e
 (a URL) and base64 (an HTTP Basic header, `user:password`). `redact()` is applied
 wherever URLs and errors are turned into text: every log line and traceback (the
 formatters in exporter.logs), every error field written to InfluxDB (exporter.agent,
-exporter.delivery) and what `status`/`doctor`/`check-config` print. It also masks the
+exporter.outputs.delivery) and what `status`/`doctor`/`check-config` print. It also masks the
 userinfo of any URL it sees, registered or not, so a URL typed with credentials into
 a key that does not expect them is not echoed either.
 """

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from exporter.config import load_config
-from exporter.delivery import Backoff, DeliveryWorker, written_lines
-from exporter.memspool import MemorySpool
+from exporter.outputs.delivery import Backoff, DeliveryWorker, written_lines
+from exporter.storage.memspool import MemorySpool
 from exporter.outputs.influxdb import InfluxDBOutput
 
 

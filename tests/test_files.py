@@ -1,4 +1,4 @@
-"""exporter/files.py: the temporary file as tempfile.mkstemp() makes it, and a file
+"""exporter/storage/files.py: the temporary file as tempfile.mkstemp() makes it, and a file
 replaced whole or not at all (the state file, the spool's cursors, the heartbeat)."""
 
 import os
@@ -7,7 +7,7 @@ import tempfile
 
 import pytest
 
-from exporter import files
+from exporter.storage import files
 
 
 def test_create_temp_opens_as_mkstemp_does(tmp_path):

@@ -9,7 +9,7 @@ from exporter.config import ConfigError, load_config
 from exporter.point import Point
 from exporter.sources.journal import RunLogQuery, belongs, matches, message_text, tail_text
 from exporter.sources.systemd_dbus import RunRecord, invocation_hex, run_from
-from exporter.state import StateFile
+from exporter.storage.state import StateFile
 from exporter.status import render_why
 
 

@@ -24,7 +24,7 @@ from exporter.config import load_config
 from exporter.point import to_line_protocol
 from exporter.sources.journal import JournalReader
 from exporter.sources.systemd_dbus import SystemdBus
-from exporter.state import StateFile
+from exporter.storage.state import StateFile
 
 from tests.services import wait_until
 

@@ -12,7 +12,7 @@ from exporter.clock import Now
 from exporter.collectors.memory import ContainerMemoryCollector
 from exporter.sources.cgroupfs import MemoryCgroups
 from exporter.sources.docker_api import DockerSource
-from exporter.state import StateFile
+from exporter.storage.state import StateFile
 from tests.services import wait_until
 
 # Allocates 64 MiB of anonymous memory in busybox: a shell variable that big.

@@ -14,7 +14,7 @@ from exporter.collectors.memory import ContainerMemoryCollector
 from exporter.point import to_line_protocol
 from exporter.sources.cgroupfs import MemoryCgroups, MemoryCgroupUnavailable
 from exporter.sources.docker_api import ContainerEvent, container_info
-from exporter.state import StateFile
+from exporter.storage.state import StateFile
 
 FIXTURES = Path(__file__).parent / "fixtures" / "cgroup"
 GOLDEN = Path(__file__).parent / "golden"

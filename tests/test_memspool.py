@@ -2,8 +2,8 @@
 
 import pytest
 
-from exporter.memspool import MemorySpool
-from exporter.spool import Spool
+from exporter.storage.memspool import MemorySpool
+from exporter.storage.spool import Spool
 
 
 @pytest.fixture(params=["memory", "disk"])

@@ -327,7 +327,7 @@ def test_a_sample_stdout_did_not_take_is_not_remembered(user_manager, backup_ran
     from exporter.config import load_config
     from exporter.outputs.stdout import StdoutOutput
     from exporter.sources.systemd_dbus import SystemdBus
-    from exporter.state import StateFile
+    from exporter.storage.state import StateFile
 
     path = tmp_path / "state.json"
     timers = load_config(None, {"TICK_EXPORTER_TIMERS_INCLUDE": TIMER}).timers

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.spool import HEADER, Spool, SpoolInUse
+from exporter.storage.spool import HEADER, Spool, SpoolInUse
 
 REPO = Path(__file__).resolve().parents[1]
 NUMBER = re.compile(r"^rec n=(\d+)i,line=(\d+)i", re.M)
@@ -85,7 +85,7 @@ def test_round_trip_in_order(tmp_path):
 def test_a_write_cut_short_is_finished_whole(tmp_path, monkeypatch, cut):
     """writev may write less than asked (a signal, a disk filling up): the rest of the
     record follows, header and payload alike, and the record reads back intact."""
-    import exporter.spool as spool_module
+    import exporter.storage.spool as spool_module
     real_writev = os.writev
 
     def short_writev(fd, buffers):
@@ -290,7 +290,7 @@ def test_corrupt_record_inside_an_older_segment_is_skipped_and_counted(tmp_path,
 
 CHILD = """
 import sys
-from exporter.spool import Spool
+from exporter.storage.spool import Spool
 directory, n = sys.argv[1], int(sys.argv[2])
 spool = Spool(directory, 1 << 30, ["all", "acker"], segment_bytes=2048)
 print("ready", flush=True)
@@ -537,7 +537,7 @@ def test_a_second_spool_on_the_same_directory_is_refused(tmp_path):
 
 FILE_LIMIT_CHILD = """
 import resource, signal, sys
-from exporter.spool import Spool
+from exporter.storage.spool import Spool
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 spool = Spool(sys.argv[1], 1 << 30, ["out"])
 resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))

@@ -5,8 +5,8 @@ change (a timer field, an OOM counter deep inside its dict) is written."""
 import json
 import os
 
-from exporter import state as state_module
-from exporter.state import StateFile
+from exporter.storage import state as state_module
+from exporter.storage.state import StateFile
 
 
 def counting_dumps(monkeypatch) -> list[int]:

@@ -16,7 +16,7 @@ from exporter.clock import Now
 from exporter.collectors.timers import TimersCollector
 from exporter.config import load_config
 from exporter.sources.systemd_dbus import SystemdBus
-from exporter.state import StateFile
+from exporter.storage.state import StateFile
 from tests.lineproto import parse
 
 EVERY_5S = "[Timer]\nOnCalendar=*:*:0/5\nAccuracySec=1s\n"

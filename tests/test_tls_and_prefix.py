@@ -133,7 +133,7 @@ def test_a_missing_ca_file_is_a_configuration_error(tmp_path):
 
 OPENSSL = ("libssl", "libcrypto", "_ssl.", "_hashlib.")
 # What shutil imports (bz2, lzma), which argparse's help formatter and tempfile import:
-# a `run` needs neither (exporter/cli.py _Help, exporter/files.py).
+# a `run` needs neither (exporter/cli.py _Help, exporter/storage/files.py).
 COMPRESSION = ("_bz2.", "_lzma.", "libbz2", "liblzma")
 
 

@@ -12,7 +12,7 @@ import asyncio
 from ..clock import Now
 from ..point import Point
 from ..sources.cgroupfs import MemoryCgroups
-from ..state import StateFile
+from ..storage.state import StateFile
 
 COMPOSE_PROJECT = "com.docker.compose.project"
 COMPOSE_SERVICE = "com.docker.compose.service"

@@ -3,7 +3,7 @@
 
 The source (exporter.sources.systemd_dbus.SystemdBus, or a recording in tests) returns
 raw D-Bus properties; everything here is a function of them, the agent's memory
-(exporter.state) and the reference time: the collector's clock read after the read
+(exporter.storage.state) and the reference time: the collector's clock read after the read
 (docs/metrics.md, "The sample's time").
 """
 
@@ -19,7 +19,7 @@ from ..schedule import FOREVER_US, ScheduleError
 from ..schedule_zone import Check, Verdict, ZoneFinder, names_zone
 from ..sources.systemd_dbus import RUNNING_STATES, RunRecord, is_running, run_from  # noqa: F401
 from ..sources.zones import own_candidates
-from ..state import StateFile, TimerMemory
+from ..storage.state import StateFile, TimerMemory
 from ..timer_health import HEALTHY, TimerFacts, evaluate, expects_armed
 from . import run_logs
 

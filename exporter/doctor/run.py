@@ -37,7 +37,7 @@ async def check_timers(config: Config, report: Report, now: Now) -> None:
     from ..collectors.timers import TimersCollector
     from ..sources.systemd_dbus import DBusCallError, SystemdBus, bus_address
     from ..sources.zones import ZoneSources
-    from ..state import StateFile
+    from ..storage.state import StateFile
     from ..sources.bus_hint import system_bus_hint
     address = bus_address(config.timers.bus)
     system = config.timers.bus == "system"  # the hint is only worth a look when it failed

@@ -3,7 +3,7 @@
 Each has a `name`, a blocking `write(...)` that raises OutputError on failure (stdout
 takes the sample's str; InfluxDB the spool's UTF-8 bytes, sent as they are), and
 `close()`. Durable outputs (InfluxDB) are fed from the spool by a DeliveryWorker
-(exporter.delivery), which retries, splits rejected batches and reports on itself.
+(exporter.outputs.delivery), which retries, splits rejected batches and reports on itself.
 """
 
 

@@ -1,9 +1,9 @@
 """The spool's in-memory stand-in for `[spool] enabled = false`: same API as
-exporter.spool.Spool, same drop-oldest cap, nothing survives a restart."""
+exporter.storage.spool.Spool, same drop-oldest cap, nothing survives a restart."""
 
 from collections import deque
 
-from .point import count_lines
+from ..point import count_lines
 from .spool import Batch
 
 

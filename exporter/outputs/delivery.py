@@ -19,9 +19,9 @@ import random
 import re
 import time
 
-from .outputs import OutputError
-from .point import count_lines
-from .redact import redact
+from . import OutputError
+from ..point import count_lines
+from ..redact import redact
 
 log = logging.getLogger("tick_exporter.delivery")
 # A comment line after the first (a regular expression: sre finds its "\n" with memchr,

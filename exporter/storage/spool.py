@@ -50,7 +50,7 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
 from .files import replace_atomically
-from .point import count_lines
+from ..point import count_lines
 
 log = logging.getLogger("tick_exporter.spool")
 
