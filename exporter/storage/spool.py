@@ -49,8 +49,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 
-from .files import replace_atomically
 from ..point import count_lines
+from .files import replace_atomically
 
 log = logging.getLogger("tick_exporter.spool")
 
